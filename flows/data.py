@@ -1,0 +1,248 @@
+"""The data flow: seeded chunks -> manifest -> validation -> CSV/ZIP export -> JSONL shards.
+
+    python -m flows.data --n-rows 20000 --out-dir runs/data          # build (or resume)
+    python -m flows.data --n-rows 20000 --stratify-by image_obstruction_detected --balance oversample
+    python -m flows.data verify runs/data                             # check chunks vs manifest
+    python -m flows.data validate links.csv                           # check any CSV/Parquet/folder
+
+Or from Python: ``data_flow(DataFlowConfig(...))``. A re-run with the same config skips every
+chunk whose SHA256 verifies and regenerates missing or corrupt ones; the later steps are
+Prefect cache hits while the dataset and their settings are unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import ValidationError
+
+from flows.cli import fail, run_cli
+from linklm import dataset, export, schema, shards, simulate, validate
+from linklm.config import DataFlowConfig, GenerationConfig, PromptConfig, SplitConfig
+from tasks import data as t
+
+WORKERS = 2
+
+
+def _cached_or_refreshed(task, is_current: bool):
+    """The task as is when its outputs verify, else one that ignores (and refreshes) the cache."""
+    return task if is_current else task.with_options(refresh_cache=True)
+
+
+def _generate_chunks(config: DataFlowConfig) -> list[dict]:
+    logger = get_run_logger()
+    plans = simulate.plan_chunks(config.generation)
+    progress = create_progress_artifact(progress=0.0, description="chunks written")
+    futures = [t.generate_chunk.submit(config.out_dir, config.generation, p.index) for p in plans]
+    records, started = [], time.perf_counter()
+    for done, future in enumerate(as_completed(futures), start=1):
+        records.append(future.result())
+        update_progress_artifact(progress, progress=100.0 * done / len(plans))
+        if done == len(plans) or done % max(1, len(plans) // 10) == 0:
+            rows = sum(r["rows"] for r in records)
+            rate = rows / max(time.perf_counter() - started, 1e-9)
+            logger.info("chunks %d/%d (%d rows, %.0f rows/s)", done, len(plans), rows, rate)
+    statuses = [r["status"] for r in records]
+    logger.info(
+        "chunks: %d generated, %d verified and skipped, %d regenerated",
+        statuses.count("generated"),
+        statuses.count("verified"),
+        statuses.count("regenerated"),
+    )
+    return records
+
+
+@flow(name="data", task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))
+def data_flow(config: DataFlowConfig = DataFlowConfig()) -> dict:  # noqa: B008 (UI form default)
+    """Build a verified, validated, exported and sharded link dataset in ``config.out_dir``."""
+    logger = get_run_logger()
+    out = config.out_dir
+    folder_lock = dataset.lock(out)
+    try:
+        t.prepare_folder(out, config.generation, config.overwrite)
+        records = _generate_chunks(config)
+        manifest = t.write_manifest(out, config.generation, records)
+        sha = manifest["dataset_sha256"]
+        logger.info("dataset %s: %d rows in %d chunks", sha[:12], manifest["rows"], len(records))
+
+        validate_task = _cached_or_refreshed(
+            t.validate_dataset, validate.current_summary(out, sha) is not None
+        )
+        summary = validate_task(out, sha)
+        _publish_validation(summary, manifest)
+        validate.enforce(summary, config.max_error_rate)
+        excluded = validate.quarantined_ids(summary) if summary["bad_rows"] else []
+
+        exported = None
+        if config.export_csv:
+            export_task = _cached_or_refreshed(
+                t.export_csv_zip, export.current_record(out, sha) is not None
+            )
+            exported = export_task(out, sha)
+        key = shards.shard_key(sha, config.split, config.prompt, config.shard_rows, excluded)
+        shard_task = _cached_or_refreshed(
+            t.write_shards, shards.current_record(out, key) is not None
+        )
+        shard_record = shard_task(
+            out, sha, config.split, config.prompt, config.shard_rows, excluded
+        )
+    finally:
+        folder_lock.release()
+    result = {
+        "out_dir": str(out),
+        "dataset_sha256": sha,
+        "rows": manifest["rows"],
+        "bad_rows": summary["bad_rows"],
+        "splits": shard_record["rows"],
+        "export": exported,
+        "validation": summary["files"],
+    }
+    logger.info("data ready in %s: splits %s", out, shard_record["rows"])
+    return result
+
+
+def _publish_validation(summary: dict, manifest: dict) -> None:
+    markdown = Path(summary["files"]["report_md"]).read_text()
+    markdown += (
+        f"\n## Manifest\n\n- dataset SHA256 `{manifest['dataset_sha256']}`\n"
+        f"- {manifest['rows']} rows, {len(manifest['chunks'])} chunks, {manifest['bytes']} bytes\n"
+        f"- generation config `{manifest['generation']}`\n"
+    )
+    create_markdown_artifact(
+        key="data-validation", markdown=markdown, description="validation summary"
+    )
+    create_table_artifact(
+        key="data-manifest",
+        table=[
+            {k: c[k] for k in ("file", "first_id", "rows", "bytes", "sha256")}
+            for c in manifest["chunks"]
+        ],
+        description=f"chunks of dataset {manifest['dataset_sha256'][:12]}",
+    )
+
+
+def run_data_flow(config: DataFlowConfig, workers: int = WORKERS) -> dict:
+    """The data flow with ``workers`` threads generating chunks (the bytes do not change)."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    return data_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))(config)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m flows.data", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="build or resume a dataset (the default command)")
+    d = DataFlowConfig()
+    g = d.generation
+    run.add_argument("--out-dir", type=Path, default=d.out_dir)
+    run.add_argument("--n-rows", type=int, default=g.n_rows)
+    run.add_argument("--chunk-size", type=int, default=g.chunk_size)
+    run.add_argument("--seed", type=int, default=g.seed)
+    run.add_argument(
+        "--stratify-by",
+        default="",
+        help=f"comma-separated, any of {','.join(schema.STRATIFY_COLUMNS)}",
+    )
+    run.add_argument("--balance", default=g.balance, help="none | oversample | undersample")
+    run.add_argument("--target", default=d.prompt.target, help="channel | throughput | both")
+    run.add_argument(
+        "--template-file", type=Path, help="a prompt template (str.format over input fields)"
+    )
+    run.add_argument("--train-fraction", type=float, default=d.split.train)
+    run.add_argument("--val-fraction", type=float, default=d.split.val)
+    run.add_argument("--shard-rows", type=int, default=d.shard_rows)
+    run.add_argument("--max-error-rate", type=float, default=d.max_error_rate)
+    run.add_argument("--no-export", action="store_true", help="skip the CSV/ZIP export")
+    run.add_argument("--workers", type=int, default=WORKERS, help="threads generating chunks")
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace a dataset made with another config"
+    )
+    ver = sub.add_parser("verify", help="check a dataset's chunks against its manifest")
+    ver.add_argument("out_dir", type=Path)
+    val = sub.add_parser("validate", help="validate a dataset folder, CSV or Parquet file")
+    val.add_argument("path", type=Path)
+    val.add_argument("--report-dir", type=Path)
+    val.add_argument("--max-error-rate", type=float, default=0.0)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> DataFlowConfig:
+    template = None
+    if args.template_file:
+        if not args.template_file.exists():
+            fail(f"{args.template_file}: template file not found")
+        template = args.template_file.read_text()
+    return DataFlowConfig(
+        out_dir=args.out_dir,
+        generation=GenerationConfig(
+            n_rows=args.n_rows,
+            chunk_size=args.chunk_size,
+            seed=args.seed,
+            stratify_by=tuple(s.strip() for s in args.stratify_by.split(",") if s.strip()),
+            balance=args.balance,
+        ),
+        split=SplitConfig(train=args.train_fraction, val=args.val_fraction),
+        prompt=PromptConfig(template=template, target=args.target),
+        max_error_rate=args.max_error_rate,
+        export_csv=not args.no_export,
+        shard_rows=args.shard_rows,
+        overwrite=args.overwrite,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("run", "verify", "validate", "-h", "--help"):
+        argv.insert(0, "run")
+    args = _parser().parse_args(argv)
+    if args.command == "verify":
+        problems = dataset.verify(args.out_dir)
+        if problems:
+            for p in problems:
+                print(f"BAD {p}")
+            fail(
+                f"{args.out_dir}: {len(problems)} bad chunk(s); re-run the data flow with the same config to regenerate them"
+            )
+        manifest = dataset.read_manifest(args.out_dir)
+        print(
+            f"OK {args.out_dir}: {len(manifest['chunks'])} chunks, {manifest['rows']} rows, dataset SHA256 {manifest['dataset_sha256']}"
+        )
+        return 0
+    if args.command == "validate":
+        result = validate.validate_path(args.path, args.report_dir)
+        print(validate.to_markdown(result))
+        print(
+            f"report: {result.files['report_md']}; problems: {result.files['problems_csv']}; quarantine: {result.files['quarantine_csv']}"
+        )
+        validate.enforce(result.summary(), args.max_error_rate)
+        return 0
+    try:
+        config = config_from_args(args)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}")
+    if args.workers < 1:
+        fail(f"invalid option workers: must be >= 1, got {args.workers}")
+    # Fail before starting Prefect when the folder belongs to another config.
+    dataset.check_compatible(config.out_dir, config.generation, config.overwrite)
+    result = run_data_flow(config, args.workers)
+    print(
+        f"dataset {result['dataset_sha256'][:12]}: {result['rows']} rows, splits {result['splits']}, in {result['out_dir']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,261 @@
+"""A dataset folder: Parquet chunks, their SHA256 records, the manifest, verify and resume.
+
+Layout of ``out_dir``::
+
+    generation.json            the generation config this folder is being built with
+    chunks/chunk-00000.parquet one chunk of rows
+    chunks/chunk-00000.json    its record (rows, bytes, sha256), written after the chunk
+    manifest.json              written last: every chunk record, total SHA256, config
+
+A re-run with the same config trusts a chunk only when its file hashes to its record, and
+regenerates it otherwise (generation is deterministic, so the bytes come out the same).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import polars as pl
+from filelock import FileLock, Timeout
+
+import linklm
+from linklm import atomic, schema, simulate
+from linklm.config import GenerationConfig
+from linklm.errors import DatasetError
+
+MANIFEST = "manifest.json"
+GENERATION = "generation.json"
+CHUNK_DIR = "chunks"
+FORMAT = "linklm-dataset/1"
+# Derived folders a config change invalidates together with the chunks.
+DERIVED_DIRS = ("chunks", "validation", "export", "shards")
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    index: int
+    file: str
+    first_id: int
+    rows: int
+    bytes: int
+    sha256: str
+
+
+def chunk_file(index: int) -> str:
+    return f"{CHUNK_DIR}/chunk-{index:05d}.parquet"
+
+
+def _record_file(index: int) -> str:
+    return f"{CHUNK_DIR}/chunk-{index:05d}.json"
+
+
+def lock(out_dir: Path) -> FileLock:
+    """One writer per dataset folder; a second one fails at once instead of corrupting it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    file_lock = FileLock(str(out_dir / ".lock"), timeout=0)
+    try:
+        file_lock.acquire()
+    except Timeout:
+        raise DatasetError(
+            f"{out_dir}: another run is writing this dataset (lock {out_dir / '.lock'}); "
+            "wait for it or use another out_dir"
+        ) from None
+    return file_lock
+
+
+def check_compatible(out_dir: Path, config: GenerationConfig, overwrite: bool = False) -> bool:
+    """False if ``out_dir`` is new or holds ``config``'s dataset; True if it must be replaced.
+
+    Raises DatasetError for a folder made with another config unless ``overwrite``.
+    """
+    previous = atomic.read_json_or_none(Path(out_dir) / GENERATION)
+    wanted = config.model_dump(mode="json")
+    if previous is None or previous == wanted:
+        return False
+    if overwrite:
+        return True
+    changed = ", ".join(
+        f"{k} {previous.get(k)!r} -> {v!r}" for k, v in wanted.items() if previous.get(k) != v
+    )
+    raise DatasetError(
+        f"{out_dir} holds a dataset made with another config (changed: {changed}); "
+        "use another out_dir or overwrite it (--overwrite)"
+    )
+
+
+def prepare(out_dir: Path, config: GenerationConfig, overwrite: bool = False) -> None:
+    """Claim ``out_dir`` for ``config`` (hold ``lock`` first); sweep what a killed run left."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic.sweep_temp_files(out_dir)
+    if check_compatible(out_dir, config, overwrite):
+        for name in DERIVED_DIRS:
+            shutil.rmtree(out_dir / name, ignore_errors=True)
+        (out_dir / MANIFEST).unlink(missing_ok=True)
+    atomic.write_json(out_dir / GENERATION, config.model_dump(mode="json"))
+
+
+def ensure_chunk(
+    out_dir: Path, config: GenerationConfig, plan: simulate.ChunkPlan
+) -> tuple[ChunkRecord, str]:
+    """Return the chunk's record and what happened: 'verified', 'generated' or 'regenerated'."""
+    path = out_dir / chunk_file(plan.index)
+    record_path = out_dir / _record_file(plan.index)
+    existed = path.exists()
+    if existed and record_path.exists():
+        try:
+            record = ChunkRecord(**json.loads(record_path.read_text()))
+        except (ValueError, TypeError):
+            record = None
+        if (
+            record is not None
+            and record.rows == plan.n_rows
+            and record.first_id == plan.first_id
+            and atomic.sha256_file(path) == record.sha256
+        ):
+            return record, "verified"
+
+    frame = simulate.generate_chunk(config, plan)
+    with atomic.atomic_path(path) as tmp:
+        frame.write_parquet(tmp, compression="zstd", compression_level=1, statistics=True)
+    record = ChunkRecord(
+        index=plan.index,
+        file=chunk_file(plan.index),
+        first_id=plan.first_id,
+        rows=frame.height,
+        bytes=path.stat().st_size,
+        sha256=atomic.sha256_file(path),
+    )
+    atomic.write_json(record_path, asdict(record))
+    return record, "regenerated" if existed else "generated"
+
+
+def _self_sha(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def write_manifest(out_dir: Path, config: GenerationConfig, records: list[ChunkRecord]) -> dict:
+    """Write manifest.json last, once every chunk is on disk and hashed."""
+    records = sorted(records, key=lambda r: r.index)
+    indices = [r.index for r in records]
+    if indices != list(range(len(records))):
+        raise DatasetError(f"{out_dir}: chunk records are not 0..{len(records) - 1}: {indices}")
+    manifest = {
+        "format": FORMAT,
+        "linklm_version": linklm.__version__,
+        "generation": config.model_dump(mode="json"),
+        "generation_sha256": config.fingerprint(),
+        "columns": list(schema.COLUMNS),
+        "rows": sum(r.rows for r in records),
+        "bytes": sum(r.bytes for r in records),
+        "chunks": [asdict(r) for r in records],
+        "dataset_sha256": hashlib.sha256("\n".join(r.sha256 for r in records).encode()).hexdigest(),
+    }
+    manifest["manifest_sha256"] = _self_sha(manifest)
+    atomic.write_json(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(out_dir: Path) -> dict:
+    path = Path(out_dir) / MANIFEST
+    if not path.exists():
+        raise DatasetError(
+            f"{path}: no manifest (the run did not finish, or it was deleted); "
+            "re-run the data flow with the same config to resume and rebuild it"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as exc:
+        raise DatasetError(
+            f"{path}: not valid JSON ({exc}); re-run the data flow to rebuild it"
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DatasetError(f"{path}: not a {FORMAT} manifest; re-run the data flow to rebuild it")
+    if manifest.get("manifest_sha256") != _self_sha(manifest):
+        raise DatasetError(
+            f"{path}: edited after it was written (its own SHA256 does not match); "
+            "re-run the data flow with the same config to rebuild it"
+        )
+    return manifest
+
+
+@dataclass(frozen=True)
+class ChunkProblem:
+    file: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.problem}"
+
+
+def verify(out_dir: Path) -> list[ChunkProblem]:
+    """Check every chunk against the manifest; an empty list means the dataset is intact."""
+    out_dir = Path(out_dir)
+    manifest = read_manifest(out_dir)
+    problems = []
+    for chunk in manifest["chunks"]:
+        path = out_dir / chunk["file"]
+        if not path.exists():
+            problems.append(ChunkProblem(chunk["file"], "missing"))
+            continue
+        size = path.stat().st_size
+        if size != chunk["bytes"]:
+            problems.append(
+                ChunkProblem(
+                    chunk["file"],
+                    f"{size} bytes, manifest says {chunk['bytes']} (truncated or replaced)",
+                )
+            )
+            continue
+        digest = atomic.sha256_file(path)
+        if digest != chunk["sha256"]:
+            problems.append(
+                ChunkProblem(
+                    chunk["file"],
+                    f"SHA256 {digest[:12]}... != manifest {chunk['sha256'][:12]}... (tampered)",
+                )
+            )
+    return problems
+
+
+def require_intact(out_dir: Path) -> dict:
+    """The manifest of a dataset whose chunks all verify, or a DatasetError naming the bad ones."""
+    problems = verify(out_dir)
+    if problems:
+        raise DatasetError(
+            f"{out_dir}: {len(problems)} bad chunk(s): {'; '.join(map(str, problems))}; "
+            "re-run the data flow with the same config to regenerate them"
+        )
+    return read_manifest(out_dir)
+
+
+def chunk_paths(out_dir: Path, manifest: dict | None = None) -> list[Path]:
+    manifest = manifest or read_manifest(out_dir)
+    return [Path(out_dir) / c["file"] for c in manifest["chunks"]]
+
+
+def build(
+    out_dir: Path, config: GenerationConfig, workers: int = 2, overwrite: bool = False
+) -> dict:
+    """Generate (or resume) a dataset without Prefect, for notebooks and benchmarks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out_dir = Path(out_dir)
+    folder_lock = lock(out_dir)
+    try:
+        prepare(out_dir, config, overwrite)
+        plans = simulate.plan_chunks(config)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(lambda p: ensure_chunk(out_dir, config, p), plans))
+        return write_manifest(out_dir, config, [record for record, _ in results])
+    finally:
+        folder_lock.release()
+
+
+def scan(out_dir: Path) -> pl.LazyFrame:
+    """All rows of a dataset as one lazy frame, in chunk order."""
+    return pl.scan_parquet([str(p) for p in chunk_paths(out_dir)])

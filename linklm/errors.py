@@ -1,0 +1,26 @@
+"""Specific exceptions: each names the file, chunk or row at fault and the fix.
+
+The CLIs print ``str(error)`` on one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+
+class LinkLMError(Exception):
+    """Base of every error the platform raises on purpose."""
+
+
+class DatasetError(LinkLMError):
+    """A dataset folder is missing, corrupt, busy or made with another config."""
+
+
+class ValidationFailed(LinkLMError):
+    """Too many rows broke the contract of DATA_SPEC.md."""
+
+
+class SchemaError(LinkLMError):
+    """A file's columns do not match DATA_SPEC.md (missing, extra, unreadable)."""
+
+
+class PromptError(LinkLMError):
+    """A prompt template asks for a field it may not use."""

@@ -1,0 +1,207 @@
+"""Read any CSV or Parquet that claims the DATA_SPEC.md schema into the working types.
+
+Other tools write the same contract in different dialects: JSON or Python-literal lists,
+map keys quoted or not, True/true/1 for booleans, blanks or NaN for missing values. Reading
+is lenient about dialect and strict about meaning: a value that cannot be parsed becomes
+null in the typed frame and a problem row naming the row, the column and the raw text, so
+nothing is dropped silently. Parsing is vectorised (polars string expressions).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from linklm import schema
+from linklm.errors import SchemaError
+
+NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+LIST_RE = rf"^\[\s*(?:{NUM}(?:\s*,\s*{NUM})*)?\s*\]$"
+KEY = r"[\"']?\d+[\"']?"
+MAP_RE = rf"^\{{\s*(?:{KEY}\s*:\s*{NUM}(?:\s*,\s*{KEY}\s*:\s*{NUM})*)?\s*\}}$"
+TRUE_WORDS = ("true", "1", "yes", "y", "t")
+FALSE_WORDS = ("false", "0", "no", "n", "f")
+MISSING_WORDS = ("", "null", "none", "na", "n/a")
+
+PROBLEM_SCHEMA = {
+    "row": pl.Int64,
+    "scenario_id": pl.Int64,
+    "column": pl.String,
+    "check": pl.String,
+    "severity": pl.String,
+    "message": pl.String,
+}
+
+
+def check_columns(columns: list[str], source: str) -> None:
+    """Missing or extra columns are a schema error for the whole file; order is not."""
+    missing = [c for c in schema.COLUMNS if c not in columns]
+    extra = [c for c in columns if c not in schema.COLUMNS]
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if missing or extra or duplicated:
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {missing}")
+        if extra:
+            parts.append(f"unexpected column(s) {extra}")
+        if duplicated:
+            parts.append(f"duplicated column(s) {duplicated}")
+        raise SchemaError(
+            f"{source}: {'; '.join(parts)}; DATA_SPEC.md has exactly {len(schema.COLUMNS)} columns"
+        )
+
+
+def read_csv_text(path: Path) -> pl.DataFrame:
+    """Every cell as text, header checked; a clear error for empty or non-UTF-8 files."""
+    if not path.exists():
+        raise SchemaError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise SchemaError(f"{path}: empty file (no header, no rows)")
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SchemaError(
+            f"{path}: not UTF-8 text (byte {exc.start}, line {line}); re-save it as UTF-8"
+        ) from None
+    try:
+        frame = pl.read_csv(raw, infer_schema=False)
+    except pl.exceptions.PolarsError as exc:
+        raise SchemaError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    check_columns(frame.columns, str(path))
+    if frame.height == 0:
+        raise SchemaError(f"{path}: header only, no rows")
+    return frame.select(schema.COLUMNS)
+
+
+def _problems(
+    frame: pl.DataFrame, bad: pl.Expr, column: str, check: str, message: pl.Expr
+) -> pl.DataFrame:
+    return frame.filter(bad).select(
+        pl.col("_row").alias("row"),
+        pl.col("_id").alias("scenario_id"),
+        pl.lit(column).alias("column"),
+        pl.lit(check).alias("check"),
+        pl.lit("error").alias("severity"),
+        message.alias("message"),
+    )
+
+
+def _shown(name: str) -> pl.Expr:
+    return pl.concat_str(
+        [pl.lit("got "), pl.col(name).str.slice(0, 60).map_elements(repr, return_dtype=pl.String)]
+    )
+
+
+def parse_text_frame(text: pl.DataFrame, row_offset: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(typed frame, parse problems) from a frame of text cells in schema order."""
+    frame = text.with_columns(pl.all().str.strip_chars()).with_columns(
+        (pl.int_range(pl.len()) + row_offset).alias("_row"),
+        pl.col("scenario_id").cast(pl.Int64, strict=False).alias("_id"),
+    )
+    exprs: list[pl.Expr] = []
+    problems: list[pl.DataFrame] = []
+    for name, dtype in schema.POLARS_SCHEMA.items():
+        col = pl.col(name)
+        # "None" is a category of image_obstruction_type, so text columns only miss when blank
+        missing_words = ("",) if dtype == pl.String() else MISSING_WORDS
+        missing = col.is_null() | col.str.to_lowercase().is_in(missing_words)
+        problems.append(_problems(frame, missing, name, "missing", pl.lit("value is missing")))
+        if dtype == pl.String():
+            exprs.append(pl.when(missing).then(None).otherwise(col).alias(name))
+            continue
+        if dtype == pl.Boolean():
+            low = col.str.to_lowercase()
+            parsed = (
+                pl.when(low.is_in(TRUE_WORDS)).then(True).when(low.is_in(FALSE_WORDS)).then(False)
+            )
+            unparsed = ~missing & parsed.is_null()
+            problems.append(
+                _problems(
+                    frame,
+                    unparsed,
+                    name,
+                    "type",
+                    pl.concat_str([pl.lit("not a boolean, "), _shown(name)]),
+                )
+            )
+            exprs.append(parsed.alias(name))
+            continue
+        if isinstance(dtype, pl.List):
+            if name == "spectral_scan_dbm":
+                ok = col.str.contains(MAP_RE)
+                numbers = col.str.extract_all(NUM).list.eval(pl.element().cast(pl.Float64))
+                parsed = numbers.list.gather_every(2, offset=1)
+                keys = numbers.list.gather_every(2).cast(pl.List(pl.Int64))
+                exprs.append(keys.alias("_scan_keys"))
+                what = "not a map of channel: dBm"
+            else:
+                ok = col.str.contains(LIST_RE)
+                parsed = col.str.extract_all(NUM).list.eval(pl.element().cast(pl.Float64))
+                if dtype.inner == pl.Int64():
+                    parsed = parsed.cast(pl.List(pl.Int64), strict=False)
+                what = "not a list of numbers"
+            bad = ~missing & ~ok.fill_null(False)
+            problems.append(
+                _problems(
+                    frame, bad, name, "type", pl.concat_str([pl.lit(what + ", "), _shown(name)])
+                )
+            )
+            exprs.append(pl.when(ok).then(parsed).otherwise(None).alias(name))
+            continue
+        number = col.cast(pl.Float64, strict=False)
+        unparsed = ~missing & number.is_null()
+        problems.append(
+            _problems(
+                frame,
+                unparsed,
+                name,
+                "type",
+                pl.concat_str([pl.lit("not a number, "), _shown(name)]),
+            )
+        )
+        nan = number.is_nan() | number.is_infinite()
+        problems.append(
+            _problems(frame, nan.fill_null(False), name, "nan", pl.lit("NaN or infinite"))
+        )
+        clean = pl.when(nan.fill_null(False)).then(None).otherwise(number)
+        if dtype == pl.Int64():
+            fractional = clean.is_not_null() & (clean != clean.round(0))
+            problems.append(
+                _problems(
+                    frame,
+                    fractional,
+                    name,
+                    "type",
+                    pl.concat_str([pl.lit("not a whole number, "), _shown(name)]),
+                )
+            )
+            clean = pl.when(fractional).then(None).otherwise(clean).cast(pl.Int64)
+        exprs.append(clean.alias(name))
+    typed = frame.select(pl.col("_row"), *exprs)
+    found = pl.concat([p.cast(PROBLEM_SCHEMA) for p in problems])
+    return typed, found
+
+
+def typed_from_parquet(path: Path) -> pl.DataFrame:
+    """A Parquet file in the working schema (column order may differ)."""
+    if not path.exists():
+        raise SchemaError(f"{path}: file not found")
+    try:
+        frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise SchemaError(
+            f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})"
+        ) from None
+    check_columns(frame.columns, str(path))
+    for name, dtype in schema.POLARS_SCHEMA.items():
+        try:
+            frame = frame.with_columns(pl.col(name).cast(dtype, strict=True))
+        except pl.exceptions.PolarsError:
+            raise SchemaError(
+                f"{path}: column {name} has type {frame.schema[name]}, expected {dtype}"
+            ) from None
+    return frame.select(schema.COLUMNS)

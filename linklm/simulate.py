@@ -1,0 +1,256 @@
+"""Vectorised scenario draws of DATA_SPEC.md: one chunk of rows -> one polars frame.
+
+Chunk k draws from ``SeedSequence(seed, spawn_key=(k,))`` (the k-th child that
+``SeedSequence(seed).spawn`` would give), so a dataset's bytes depend on the generation
+config only, never on how many workers ran or in which order.
+
+Balancing works on strata, the value combinations of ``stratify_by``. The natural
+probability of each stratum follows from the spec's tables, so the balanced size is known
+up front: every stratum gets ``round(n_rows * p)`` rows with p the largest (oversample) or
+smallest (undersample) stratum probability. Row i belongs to stratum ``i % n_strata``, and
+its other draws are conditioned on that stratum: fresh rows, never duplicates that could
+leak across the train/test split.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from linklm import physics, schema
+from linklm.config import GenerationConfig
+
+# The joint table of the stratifiable draws: (environment, density, obstructed, weather,
+# bandwidth) with its natural probability.
+_JOINT_COLUMNS = (
+    "environment_type",
+    "area_density",
+    "image_obstruction_detected",
+    "weather_condition",
+    "channel_bandwidth_mhz",
+)
+
+
+@cache
+def joint_table() -> tuple[tuple[tuple, ...], np.ndarray]:
+    cells, probs = [], []
+    for (env, dens), obstructed, weather, bw in itertools.product(
+        schema.ENV_DENSITY, (False, True), schema.WEATHERS, schema.BANDWIDTHS
+    ):
+        p_obs = schema.OBSTRUCTION_PROBABILITY[(env, dens)]
+        p = (1 / len(schema.ENV_DENSITY)) * (p_obs if obstructed else 1 - p_obs)
+        cells.append((env, dens, obstructed, weather, bw))
+        probs.append(p / len(schema.WEATHERS) / len(schema.BANDWIDTHS))
+    return tuple(cells), np.array(probs)
+
+
+@dataclass(frozen=True)
+class Strata:
+    """Stratum values, natural probabilities and each cell's stratum index."""
+
+    columns: tuple[str, ...]
+    values: tuple[tuple, ...]
+    probabilities: np.ndarray
+    cell_stratum: np.ndarray
+
+
+@cache
+def strata_for(columns: tuple[str, ...]) -> Strata:
+    cells, probs = joint_table()
+    idx = [_JOINT_COLUMNS.index(c) for c in columns]
+    values = tuple(itertools.product(*(schema.CATEGORIES[c] for c in columns)))
+    lookup = {v: i for i, v in enumerate(values)}
+    cell_stratum = np.array([lookup[tuple(cell[i] for i in idx)] for cell in cells])
+    stratum_p = np.bincount(cell_stratum, weights=probs, minlength=len(values))
+    return Strata(tuple(columns), values, stratum_p, cell_stratum)
+
+
+def dataset_rows(config: GenerationConfig) -> int:
+    """Rows in the dataset after balancing."""
+    if config.balance == "none":
+        return config.n_rows
+    strata = strata_for(config.stratify_by)
+    p = strata.probabilities.max() if config.balance == "oversample" else strata.probabilities.min()
+    per_stratum = max(1, round(config.n_rows * p))
+    return per_stratum * len(strata.values)
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    index: int
+    first_id: int
+    n_rows: int
+
+
+def plan_chunks(config: GenerationConfig) -> list[ChunkPlan]:
+    total = dataset_rows(config)
+    return [
+        ChunkPlan(k, start, min(config.chunk_size, total - start))
+        for k, start in enumerate(range(0, total, config.chunk_size))
+    ]
+
+
+def chunk_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+
+
+def _draw_cells(rng: np.random.Generator, plan: ChunkPlan, config: GenerationConfig) -> np.ndarray:
+    cells, probs = joint_table()
+    if config.balance == "none":
+        return rng.choice(len(cells), size=plan.n_rows, p=probs)
+    strata = strata_for(config.stratify_by)
+    row_stratum = (plan.first_id + np.arange(plan.n_rows)) % len(strata.values)
+    out = np.empty(plan.n_rows, dtype=np.int64)
+    for s in np.unique(row_stratum):
+        members = np.flatnonzero(strata.cell_stratum == s)
+        p = probs[members] / probs[members].sum()
+        rows = np.flatnonzero(row_stratum == s)
+        out[rows] = rng.choice(members, size=len(rows), p=p)
+    return out
+
+
+@dataclass(frozen=True)
+class CellColumns:
+    """The joint table's cells as arrays, so a chunk indexes them instead of looping."""
+
+    environment_index: np.ndarray
+    density_index: np.ndarray
+    obstructed: np.ndarray
+    weather_index: np.ndarray
+    bandwidth: np.ndarray
+    env_density: np.ndarray  # index into schema.ENV_DENSITY
+
+
+@cache
+def cell_columns() -> CellColumns:
+    cells = joint_table()[0]
+    return CellColumns(
+        environment_index=np.array([schema.ENVIRONMENTS.index(c[0]) for c in cells]),
+        density_index=np.array([schema.DENSITIES.index(c[1]) for c in cells]),
+        obstructed=np.array([c[2] for c in cells], dtype=bool),
+        weather_index=np.array([schema.WEATHERS.index(c[3]) for c in cells]),
+        bandwidth=np.array([c[4] for c in cells], dtype=np.int64),
+        env_density=np.array([schema.ENV_DENSITY.index((c[0], c[1])) for c in cells]),
+    )
+
+
+def _uniform_by_group(rng, lo_hi: dict, env_density: np.ndarray) -> np.ndarray:
+    table = np.array([lo_hi[k] for k in schema.ENV_DENSITY], dtype=np.float64)[env_density]
+    return rng.uniform(table[:, 0], table[:, 1])
+
+
+def _random_subsets(
+    rng: np.random.Generator, counts: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of a uniform random subset of ``counts[r]`` of ``size`` columns per row.
+
+    Every cell gets a distinct random key (24 random bits above its column index); a row
+    keeps the columns of its ``counts[r]`` smallest keys. Only the ``MAX_CHANNELS`` smallest
+    keys per row are ever sorted, and the kept columns come out ascending.
+    """
+    n = len(counts)
+    keys = rng.integers(0, 1 << 24, size=(n, size), dtype=np.uint32)
+    keys <<= np.uint32(8)
+    keys |= np.arange(size, dtype=np.uint32)
+    smallest = np.partition(keys, schema.MAX_CHANNELS - 1, axis=1)[:, : schema.MAX_CHANNELS]
+    smallest.sort(axis=1)
+    columns = (smallest & np.uint32(0xFF)).astype(np.uint16)
+    columns[np.arange(schema.MAX_CHANNELS) >= counts[:, None]] = size  # past this row's count
+    columns.sort(axis=1)
+    return np.repeat(np.arange(n), counts), columns[columns < size].astype(np.int64)
+
+
+def _strings(values: tuple[str, ...], index: np.ndarray) -> pl.Series:
+    return pl.Series(values, dtype=pl.String).gather(index)
+
+
+def _list_series(offsets: np.ndarray, values: np.ndarray) -> pl.Series:
+    return pl.Series(pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)))
+
+
+def generate_chunk(config: GenerationConfig, plan: ChunkPlan) -> pl.DataFrame:
+    """Draw, label and round one chunk of rows, in DATA_SPEC.md column order."""
+    rng = chunk_rng(config.seed, plan.index)
+    n = plan.n_rows
+    cell = _draw_cells(rng, plan, config)
+    cols = cell_columns()
+    obstructed, bandwidth, env_dens = (
+        cols.obstructed[cell],
+        cols.bandwidth[cell],
+        cols.env_density[cell],
+    )
+    dec = schema.DECIMALS
+
+    lat = rng.uniform(*schema.LAT_RANGE, size=n)
+    lon = rng.uniform(*schema.LON_RANGE, size=n)
+    a = np.column_stack([lat, lon, rng.uniform(*schema.ELEVATION_RANGE, size=n)])
+    b = np.column_stack(
+        [
+            lat + rng.uniform(-schema.B_OFFSET_DEG, schema.B_OFFSET_DEG, size=n),
+            lon + rng.uniform(-schema.B_OFFSET_DEG, schema.B_OFFSET_DEG, size=n),
+            rng.uniform(*schema.ELEVATION_RANGE, size=n),
+        ]
+    )
+    for coords in (a, b):
+        coords[:, :2] = np.round(coords[:, :2], dec["latlon"])
+        coords[:, 2] = np.round(coords[:, 2], dec["elevation"])
+    distance = np.round(physics.haversine_m(a, b), dec["link_distance_m"])
+
+    floor = np.round(_uniform_by_group(rng, schema.NOISE_FLOOR_RANGE, env_dens), 1)
+    noise = np.round(floor + rng.uniform(*schema.NOISE_ABOVE_FLOOR, size=n), 1)
+    tx = np.round(rng.uniform(*schema.TX_POWER_RANGE, size=n), 1)
+    utilization = np.round(_uniform_by_group(rng, schema.UTILIZATION_RANGE, env_dens), 1)
+    fresnel = np.round(_uniform_by_group(rng, schema.FRESNEL_RANGE, env_dens), 1)
+    temp = np.round(rng.uniform(*schema.TEMP_RANGE, size=n), 1)
+    humidity = np.round(rng.uniform(*schema.HUMIDITY_RANGE, size=n), 1)
+    obstruction = np.where(obstructed, rng.integers(0, len(schema.OBSTRUCTION_TYPES), size=n), 0)
+
+    # Available channels: a random subset of the grid per row, ascending.
+    grid = np.array(schema.CHANNEL_GRID_MHZ, dtype=np.int64)
+    counts = rng.integers(schema.MIN_CHANNELS, schema.MAX_CHANNELS + 1, size=n)
+    row_idx, col_idx = _random_subsets(rng, counts, len(grid))
+    channels = grid[col_idx]
+    level = np.maximum(0.0, rng.normal((utilization / 100.0 * 8.0)[row_idx], 1.5))
+    scan = np.round(floor[row_idx] + schema.SCAN_FLOOR_OFFSET_DB + level, dec["spectral_scan_dbm"])
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    coord_offsets = np.arange(0, 3 * n + 1, 3, dtype=np.int32)
+
+    frame = pl.DataFrame(
+        [
+            pl.Series("scenario_id", np.arange(plan.first_id, plan.first_id + n, dtype=np.int64)),
+            _list_series(coord_offsets, a.ravel()).alias("device_a_coordinates"),
+            _list_series(coord_offsets, b.ravel()).alias("device_b_coordinates"),
+            pl.Series("link_distance_m", distance),
+            pl.Series("noise_dbm", noise),
+            pl.Series("noise_floor_dbm", floor),
+            pl.Series("tx_power_dbm", tx),
+            pl.Series("channel_bandwidth_mhz", bandwidth),
+            pl.Series("channel_utilization_pct", utilization),
+            _list_series(offsets, channels).alias("available_channels_mhz"),
+            _list_series(offsets, scan).alias("spectral_scan_dbm"),
+            pl.Series("fresnel_clear_pct", fresnel),
+            pl.Series("weather_temp_c", temp),
+            pl.Series("weather_humidity_pct", humidity),
+            _strings(schema.WEATHERS, cols.weather_index[cell]).alias("weather_condition"),
+            pl.Series("image_obstruction_detected", obstructed),
+            _strings(schema.OBSTRUCTION_TYPES, obstruction).alias("image_obstruction_type"),
+            _strings(schema.ENVIRONMENTS, cols.environment_index[cell]).alias("environment_type"),
+            _strings(schema.DENSITIES, cols.density_index[cell]).alias("area_density"),
+        ]
+    )
+    labels = physics.oracle_labels(frame, flat=(channels.astype(np.float64), scan, counts))
+    frame = frame.with_columns(
+        pl.Series("recommended_channel_mhz", labels.recommended_channel_mhz),
+        pl.Series(
+            "expected_throughput_mbps",
+            np.round(labels.expected_throughput_mbps, dec["expected_throughput_mbps"]),
+        ),
+        pl.Series("rssi_dbm", np.round(labels.rssi_dbm, dec["rssi_dbm"])),
+        pl.Series("snr_db", np.round(labels.snr_db, dec["snr_db"])),
+    )
+    return frame.select(schema.COLUMNS)

@@ -1,0 +1,24 @@
+"""Prefect task wrappers: retries, caching, artifacts and logging around ``linklm``.
+
+Importing this package sets the Prefect settings the project depends on (unless the
+environment already sets them), so no one has to configure Prefect by hand: offline
+ephemeral mode when no API URL is set, no telemetry, a start-up timeout that suits two busy
+cores, and hub libraries kept offline.
+"""
+
+import os
+
+PROJECT_ENV_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_LOGGING_LOG_PRINTS": "true",
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+for _name, _value in PROJECT_ENV_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)

@@ -1,0 +1,65 @@
+"""Tasks of the data flow: thin wrappers over linklm.dataset / validate / export / shards.
+
+Chunk tasks are not cached by Prefect on purpose: the truth about a chunk is its file, and
+``ensure_chunk`` skips a chunk only when its bytes hash to its record (a cache entry cannot
+know that a file was deleted or tampered with since). The later steps are keyed by the
+dataset's SHA256 and their configs, so an unchanged step is a Prefect cache hit; the flow
+refreshes the cache when a step's output files no longer verify.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+
+from linklm import dataset, export, shards, simulate, validate
+from linklm.config import GenerationConfig, PromptConfig, SplitConfig
+
+CACHED = {"cache_policy": INPUTS + TASK_SOURCE, "persist_result": True}
+
+
+@task(name="prepare-dataset-folder", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def prepare_folder(out_dir: Path, generation: GenerationConfig, overwrite: bool) -> None:
+    dataset.prepare(out_dir, generation, overwrite)
+
+
+@task(name="generate-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def generate_chunk(out_dir: Path, generation: GenerationConfig, index: int) -> dict:
+    plan = simulate.plan_chunks(generation)[index]
+    record, status = dataset.ensure_chunk(out_dir, generation, plan)
+    get_run_logger().debug("chunk %d: %s (%d rows)", index, status, record.rows)
+    return asdict(record) | {"status": status}
+
+
+@task(name="write-manifest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def write_manifest(out_dir: Path, generation: GenerationConfig, records: list[dict]) -> dict:
+    chunk_records = [
+        dataset.ChunkRecord(**{k: v for k, v in r.items() if k != "status"}) for r in records
+    ]
+    dataset.write_manifest(out_dir, generation, chunk_records)
+    return dataset.require_intact(out_dir)
+
+
+@task(name="validate-dataset", retries=1, **CACHED)
+def validate_dataset(out_dir: Path, dataset_sha256: str) -> dict:
+    return validate.validate_path(out_dir).summary()
+
+
+@task(name="export-csv-zip", retries=2, retry_delay_seconds=1, **CACHED)
+def export_csv_zip(out_dir: Path, dataset_sha256: str) -> dict:
+    return export.export_csv_zip(out_dir)
+
+
+@task(name="write-shards", retries=2, retry_delay_seconds=1, **CACHED)
+def write_shards(
+    out_dir: Path,
+    dataset_sha256: str,
+    split: SplitConfig,
+    prompt: PromptConfig,
+    shard_rows: int,
+    exclude_ids: list[int],
+) -> dict:
+    return shards.write_shards(out_dir, split, prompt, shard_rows, exclude_ids)
