@@ -28,7 +28,7 @@ class GenerationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     n_rows: int = Field(20_000, gt=0, description="Rows drawn (before balancing).")
-    chunk_size: int = Field(20_000, gt=0, description="Rows per Parquet chunk file.")
+    chunk_size: int = Field(10_000, gt=0, description="Rows per Parquet chunk file.")
     seed: int = Field(0, ge=0)
     stratify_by: tuple[StratifyColumn, ...] = Field(
         (), description="Columns whose value combinations are balanced (with balance)."

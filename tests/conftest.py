@@ -1,0 +1,33 @@
+"""Test settings: every run gets its own Prefect home and Hugging Face cache, offline."""
+
+import os
+import tempfile
+from pathlib import Path
+
+_ROOT = Path(tempfile.mkdtemp(prefix="linklm-tests-"))
+os.environ["PREFECT_HOME"] = str(_ROOT / "prefect")
+os.environ["HF_HOME"] = str(_ROOT / "hf")
+os.environ["HF_DATASETS_CACHE"] = str(_ROOT / "hf" / "datasets")
+
+import pytest  # noqa: E402
+
+import tasks  # noqa: E402,F401  (the project's Prefect and hub defaults)
+from linklm import dataset  # noqa: E402
+from linklm.config import GenerationConfig  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test server for the whole session (it takes seconds to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    """A 3,000-row dataset in 3 chunks, built without Prefect. Tests must not modify it."""
+    out = tmp_path_factory.mktemp("small") / "data"
+    dataset.build(out, GenerationConfig(n_rows=3000, chunk_size=1000, seed=7))
+    return out

@@ -1,0 +1,187 @@
+"""The data flow under real Prefect: end to end, artifacts, cache hits, kill and resume, CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from flows import data as data_flow_module
+from flows.data import data_flow, run_data_flow
+from linklm import atomic, dataset
+from linklm.config import DataFlowConfig, GenerationConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = GenerationConfig(n_rows=2400, chunk_size=600, seed=5)
+
+
+def _task_states(flow_run_id) -> dict[str, str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return {
+        run.name.rsplit("-", 1)[0] + f"#{i}": run.state.name
+        for i, run in enumerate(sorted(runs, key=lambda r: r.name))
+    }
+
+
+def test_flow_builds_everything_and_publishes_artifacts(prefect_harness, tmp_path):
+    config = DataFlowConfig(out_dir=tmp_path / "data", generation=SMALL, shard_rows=1000)
+    result = data_flow(config)
+    out = config.out_dir
+    assert result["rows"] == 2400 and result["bad_rows"] == 0
+    assert sum(result["splits"].values()) == 2400
+    assert dataset.verify(out) == []
+    for name in (
+        "manifest.json",
+        "export/links.csv",
+        "export/links.csv.zip",
+        "validation/report.md",
+        "shards/README.md",
+    ):
+        assert (out / name).exists(), name
+    assert atomic.stray_temp_files(out) == []
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["data-validation", "data-manifest"])
+            )
+        )
+    kinds = {a.key: a for a in artifacts}
+    assert (
+        "2400" in kinds["data-validation"].data
+        and result["dataset_sha256"] in kinds["data-validation"].data
+    )
+    assert len(json.loads(kinds["data-manifest"].data)) == 4
+
+
+def test_rerun_is_cache_hits_and_same_bytes_for_any_worker_count(prefect_harness, tmp_path):
+    config = DataFlowConfig(out_dir=tmp_path / "data", generation=SMALL)
+    first = run_data_flow(config, workers=1)
+    state = data_flow(config, return_state=True)
+    second = state.result()
+    assert second["dataset_sha256"] == first["dataset_sha256"]
+    states = _task_states(state.state_details.flow_run_id)
+    cached = {k.split("#")[0] for k, v in states.items() if v == "Cached"}
+    assert {"validate-dataset", "export-csv-zip", "write-shards"} <= cached, states
+    other = run_data_flow(config.model_copy(update={"out_dir": tmp_path / "other"}), workers=3)
+    assert other["dataset_sha256"] == first["dataset_sha256"]
+    assert json.loads((tmp_path / "other" / "manifest.json").read_text()) == json.loads(
+        (tmp_path / "data" / "manifest.json").read_text()
+    )
+
+
+def test_deleted_output_is_rebuilt_not_served_from_cache(prefect_harness, tmp_path):
+    config = DataFlowConfig(out_dir=tmp_path / "data", generation=SMALL)
+    data_flow(config)
+    (config.out_dir / "export" / "links.csv.zip").unlink()
+    (config.out_dir / "shards" / "test-00000-of-00001.jsonl").unlink()
+    data_flow(config)
+    assert (config.out_dir / "export" / "links.csv.zip").exists()
+    assert (config.out_dir / "shards" / "test-00000-of-00001.jsonl").exists()
+
+
+@pytest.mark.parametrize("kill_after_chunks", [1, 12])
+def test_killed_run_resumes_to_the_identical_manifest(prefect_harness, tmp_path, kill_after_chunks):
+    gen = GenerationConfig(n_rows=60_000, chunk_size=1000, seed=9)
+    out = tmp_path / "killed"
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"))
+    env.pop("PREFECT_API_URL", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.data",
+        "--out-dir",
+        str(out),
+        "--n-rows",
+        "60000",
+        "--chunk-size",
+        "1000",
+        "--seed",
+        "9",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline:
+            if (
+                len(list((out / "chunks").glob("*.json"))) >= kill_after_chunks
+                or proc.poll() is not None
+            ):
+                break
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "manifest.json").exists()
+
+    resumed = run_data_flow(DataFlowConfig(out_dir=out, generation=gen, export_csv=False))
+    reference = dataset.build(tmp_path / "reference", gen)
+    assert json.loads((out / "manifest.json").read_text()) == reference
+    assert resumed["dataset_sha256"] == reference["dataset_sha256"]
+    assert atomic.stray_temp_files(out) == []
+    assert len(list((out / "chunks").glob("*.parquet"))) == 60
+
+
+def _cli(args, tmp_path):
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "cli-home"))
+    return subprocess.run(
+        [sys.executable, "-m", "flows.data", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--n-rows", "-5"], "invalid option n_rows: Input should be greater than 0"),
+        (["--chunk-size", "0"], "invalid option chunk_size: Input should be greater than 0"),
+        (["--stratify-by", "colour"], "invalid option stratify_by"),
+        (["--balance", "sideways", "--stratify-by", "area_density"], "invalid option balance"),
+        (["--workers", "0"], "workers: must be >= 1"),
+        (["--target", "rssi"], "invalid option target"),
+    ],
+)
+def test_cli_rejects_bad_options_in_one_line(tmp_path, args, message):
+    done = _cli([*args, "--out-dir", str(tmp_path / "x")], tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"error: {done.stderr.strip()[7:]}"]
+    assert message in done.stderr
+    assert not (tmp_path / "x" / "chunks").exists()
+
+
+def test_cli_verify_and_validate(small_dataset, tmp_path, capsys):
+    assert data_flow_module.main(["verify", str(small_dataset)]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert (
+        data_flow_module.main(["validate", str(small_dataset), "--report-dir", str(tmp_path / "r")])
+        == 0
+    )
+    assert "rows: **3000**" in capsys.readouterr().out
+    missing = _cli(["verify", str(tmp_path / "nothing")], tmp_path)
+    assert (
+        missing.returncode == 2
+        and "no manifest" in missing.stderr
+        and len(missing.stderr.strip().splitlines()) == 1
+    )

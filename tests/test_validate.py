@@ -1,0 +1,200 @@
+"""The validator on good data, on CSVs from other tools and on hand-made bad CSVs."""
+
+import json
+
+import polars as pl
+import pytest
+
+from linklm import dataset, validate
+from linklm.errors import DatasetError, SchemaError, ValidationFailed
+from linklm.export import to_seed_csv_frame
+
+
+@pytest.fixture
+def good_text(small_dataset) -> pl.DataFrame:
+    chunk = dataset.chunk_paths(small_dataset)[0]
+    return to_seed_csv_frame(pl.read_parquet(chunk).head(40))
+
+
+def _write(df: pl.DataFrame, tmp_path, name="links.csv"):
+    path = tmp_path / name
+    df.write_csv(path)
+    return path
+
+
+def _set(df: pl.DataFrame, row: int, column: str, value: str) -> pl.DataFrame:
+    return df.with_columns(
+        pl.when(pl.int_range(pl.len()) == row)
+        .then(pl.lit(value))
+        .otherwise(pl.col(column))
+        .alias(column)
+    )
+
+
+def test_generated_dataset_is_clean(small_dataset, tmp_path):
+    result = validate.validate_path(small_dataset, tmp_path / "report")
+    assert result.rows == 3000
+    assert result.bad_rows == 0
+    assert result.problems.filter(pl.col("severity") == "error").height == 0
+    assert sum(result.distribution["environment_type"].values()) == 3000
+    assert set(result.distribution["weather_condition"]) == {
+        "Clear",
+        "Cloudy",
+        "Rain",
+        "Fog",
+        "Snow",
+        "Storm",
+    }
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert (
+        report["rows"] == 3000
+        and report["dataset_sha256"] == dataset.read_manifest(small_dataset)["dataset_sha256"]
+    )
+    assert "Distribution" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_exported_csv_round_trips_clean(good_text, tmp_path):
+    result = validate.validate_path(_write(good_text, tmp_path))
+    assert (result.rows, result.bad_rows) == (40, 0)
+
+
+def test_csv_from_another_tool_is_accepted(good_text, tmp_path):
+    """Python-literal lists and int-keyed maps, lower-case booleans, shuffled column order."""
+    other = good_text.with_columns(
+        pl.col("spectral_scan_dbm").str.replace_all('"', ""),
+        pl.col("image_obstruction_detected").str.to_lowercase(),
+        pl.col("device_a_coordinates").str.replace_all(", ", ","),
+    )
+    other = other.select(list(reversed(other.columns)))
+    result = validate.validate_path(_write(other, tmp_path))
+    assert result.bad_rows == 0, result.problems
+
+
+def _problems_for(df, tmp_path):
+    result = validate.validate_path(_write(df, tmp_path))
+    return result, result.problems.filter(pl.col("severity") == "error")
+
+
+@pytest.mark.parametrize(
+    "column, value, check, text",
+    [
+        ("expected_throughput_mbps", "NaN", "nan", "NaN"),
+        ("recommended_channel_mhz", "", "missing", "missing"),
+        ("tx_power_dbm", "45.0", "range", "outside"),
+        ("weather_condition", "Hail", "category", "not one of"),
+        ("recommended_channel_mhz", "6105", "membership", "available channels"),
+        ("channel_bandwidth_mhz", "30", "category", "not one of"),
+        ("available_channels_mhz", "[5180, 5180x]", "type", "not a list"),
+        ("image_obstruction_detected", "maybe", "type", "not a boolean"),
+        ("link_distance_m", "12", "haversine", "haversine"),
+    ],
+)
+def test_bad_cell_is_reported_with_row_and_id(good_text, tmp_path, column, value, check, text):
+    bad = _set(good_text, 5, column, value)
+    result, errors = _problems_for(bad, tmp_path)
+    hit = errors.filter((pl.col("column") == column) & (pl.col("check") == check))
+    assert hit.height == 1, errors
+    assert hit["row"][0] == 5 and hit["scenario_id"][0] == int(good_text["scenario_id"][5])
+    assert text in hit["message"][0]
+    assert result.bad_rows == 1
+    quarantine = pl.read_csv(result.files["quarantine_csv"], infer_schema=False)
+    assert quarantine["row"].to_list() == ["5"]
+    assert column in quarantine["problems"][0]
+
+
+def test_label_that_is_not_the_physics_is_caught(good_text, tmp_path):
+    row = good_text.row(3, named=True)
+    channels = json.loads(row["available_channels_mhz"])
+    wrong = next(c for c in channels if c != int(row["recommended_channel_mhz"]))
+    result, errors = _problems_for(
+        _set(good_text, 3, "recommended_channel_mhz", str(wrong)), tmp_path
+    )
+    assert errors.filter(pl.col("check") == "physics")["column"].to_list() == [
+        "recommended_channel_mhz"
+    ]
+    result, errors = _problems_for(_set(good_text, 3, "expected_throughput_mbps", "1.5"), tmp_path)
+    assert (
+        "expected_throughput_mbps"
+        in errors.filter(pl.col("check") == "physics")["column"].to_list()
+    )
+
+
+def test_duplicate_ids_are_all_reported_and_quarantined(good_text, tmp_path):
+    dup = _set(good_text, 9, "scenario_id", good_text["scenario_id"][2])
+    result, errors = _problems_for(dup, tmp_path)
+    assert sorted(errors.filter(pl.col("check") == "duplicate")["row"].to_list()) == [2, 9]
+    assert sorted(pl.read_csv(result.files["quarantine_csv"])["row"].to_list()) == [2, 9]
+
+
+def test_every_row_is_kept_or_quarantined(good_text, tmp_path):
+    bad = _set(_set(good_text, 1, "weather_condition", "Hail"), 7, "tx_power_dbm", "abc")
+    result, errors = _problems_for(bad, tmp_path)
+    quarantine = pl.read_csv(result.files["quarantine_csv"])
+    assert quarantine["row"].to_list() == [1, 7]
+    assert result.rows - result.bad_rows + quarantine.height == 40
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda df: df.rename({"snr_db": "snr"}),
+            r"missing column\(s\) \['snr_db'\]; unexpected column\(s\) \['snr'\]",
+        ),
+        (
+            lambda df: df.with_columns(pl.lit("x").alias("comment")),
+            r"unexpected column\(s\) \['comment'\]",
+        ),
+        (lambda df: df.drop("weather_condition"), r"missing column\(s\) \['weather_condition'\]"),
+        (lambda df: df.head(0), "header only"),
+    ],
+)
+def test_schema_errors_name_the_columns(good_text, tmp_path, make, message):
+    with pytest.raises(SchemaError, match=message):
+        validate.validate_path(_write(make(good_text), tmp_path))
+
+
+def test_unreadable_files_get_one_clear_error(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(SchemaError, match="empty file"):
+        validate.validate_path(empty)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"scenario_id\n1\n" + b"caf\xe9\n")
+    with pytest.raises(SchemaError, match=r"not UTF-8 text \(byte 17, line 3\)"):
+        validate.validate_path(latin)
+    with pytest.raises(SchemaError, match="file not found"):
+        validate.validate_path(tmp_path / "nope.csv")
+
+
+def test_threshold_fails_with_the_first_problems(good_text, tmp_path):
+    result, _ = _problems_for(_set(good_text, 4, "weather_condition", "Hail"), tmp_path)
+    validate.enforce(result.summary(), max_error_rate=0.05)  # 1 of 40 = 2.5 % is tolerated
+    with pytest.raises(
+        ValidationFailed,
+        match=r"1 of 40 rows \(2.50%\).*row 4 \(scenario_id \d+\) weather_condition",
+    ):
+        validate.enforce(result.summary(), max_error_rate=0.0)
+
+
+def test_parquet_in_the_working_schema_is_accepted(small_dataset, tmp_path):
+    chunk = dataset.chunk_paths(small_dataset)[1]
+    result = validate.validate_path(chunk, tmp_path / "r")
+    assert (result.rows, result.bad_rows) == (1000, 0)
+    bad = tmp_path / "bad.parquet"
+    pl.read_parquet(chunk).with_columns(pl.col("tx_power_dbm").cast(pl.String)).with_columns(
+        pl.lit("loud").alias("tx_power_dbm")
+    ).write_parquet(bad)
+    with pytest.raises(SchemaError, match="tx_power_dbm has type String"):
+        validate.validate_path(bad)
+
+
+def test_tampered_dataset_folder_is_not_validated(small_dataset, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(small_dataset, copy)
+    chunk = copy / "chunks" / "chunk-00002.parquet"
+    chunk.write_bytes(chunk.read_bytes()[:-1] + b"\0")
+    with pytest.raises(DatasetError, match="chunk-00002.parquet"):
+        validate.validate_path(copy)
