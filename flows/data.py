@@ -141,7 +141,11 @@ def run_data_flow(config: DataFlowConfig, workers: int = WORKERS) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m flows.data", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m flows.data",
+        description=__doc__.split("\n")[0],
+        epilog="Options of the default command: python -m flows.data run --help",
+    )
     sub = p.add_subparsers(dest="command")
     run = sub.add_parser("run", help="build or resume a dataset (the default command)")
     d = DataFlowConfig()
