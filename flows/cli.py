@@ -28,3 +28,36 @@ def run_cli(main: Callable[[], int]) -> None:
     except FileNotFoundError as exc:
         fail(f"{exc.filename}: file not found")
     raise SystemExit(code)
+
+
+def add_model_options(parser, model_cls) -> None:
+    """One --option per field of a flat pydantic config (pydantic checks the values)."""
+    import argparse
+    import typing
+
+    for name, field in model_cls.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = field.description or ""
+        if field.annotation is bool:
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        elif typing.get_origin(field.annotation) is tuple:
+            parser.add_argument(flag, default=None, help=f"comma-separated. {help_text}")
+        else:
+            parser.add_argument(flag, default=None, help=f"{help_text} (default {field.default})")
+
+
+def model_from_options(model_cls, args):
+    """The config from parsed options; unset options keep the config's defaults."""
+    import typing
+
+    values = {}
+    for name, field in model_cls.model_fields.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if typing.get_origin(field.annotation) is tuple:
+            value = tuple(v.strip() for v in value.split(",") if v.strip())
+        values[name] = value
+    return model_cls(**values)

@@ -100,3 +100,55 @@ class DataFlowConfig(BaseModel):
     export_csv: bool = True
     shard_rows: int = Field(50_000, gt=0, description="Rows per JSONL shard file.")
     overwrite: bool = Field(False, description="Replace a dataset made with another config.")
+
+
+Mode = Literal["full", "lora", "qlora"]
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class TrainConfig(BaseModel):
+    """One fine-tuning run: data, model, mode and the knobs of transformers' Trainer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Field(Path("runs/data"), description="A dataset folder made by the data flow.")
+    model: str = Field("linklm-default", description="Registered name, local folder or hub id.")
+    mode: Mode = "full"
+    out_dir: Path = Path("runs/train")
+    run_name: str | None = Field(None, description="Folder under out_dir; default model-mode-time.")
+    target: Target = "both"
+    max_rows: int | None = Field(None, gt=0, description="Cap on training rows.")
+    eval_rows: int = Field(500, ge=0, description="Validation rows for the val loss.")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="Overrides epochs when > 0.")
+    batch_size: int = Field(32, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+    channel_weight: float = Field(1.0, ge=0, description="Loss weight of the channel token.")
+    throughput_weight: float = Field(1.0, ge=0, description="Loss weight of the throughput token.")
+    group_by_length: bool = Field(True, description="Batch rows of similar length (less padding).")
+    lora_r: int = Field(8, gt=0)
+    lora_alpha: int = Field(16, gt=0)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    bf16: bool = False
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    save_steps: int = Field(200, gt=0)
+    save_total_limit: int = Field(2, gt=0)
+    eval_steps: int = Field(200, gt=0)
+    logging_steps: int = Field(20, gt=0)
+    resume: bool = Field(False, description="Continue from the run's last checkpoint.")
+    dry_run: bool = Field(False, description="Build everything, one forward/backward, stop.")
+
+    @model_validator(mode="after")
+    def _one_precision(self) -> TrainConfig:
+        if self.bf16 and self.fp16:
+            raise ValueError("choose one of bf16 and fp16")
+        if self.resume and not self.run_name:
+            raise ValueError("resume needs run_name (the run folder to continue)")
+        return self

@@ -8,6 +8,7 @@ _ROOT = Path(tempfile.mkdtemp(prefix="linklm-tests-"))
 os.environ["PREFECT_HOME"] = str(_ROOT / "prefect")
 os.environ["HF_HOME"] = str(_ROOT / "hf")
 os.environ["HF_DATASETS_CACHE"] = str(_ROOT / "hf" / "datasets")
+os.environ["LINKLM_HOME"] = str(_ROOT / "linklm-home")
 
 import pytest  # noqa: E402
 

@@ -1,0 +1,98 @@
+"""The train flow: prepare -> train -> save, one Prefect task each.
+
+    python -m flows.train --data-dir runs/data --mode full --max-steps 600
+    python -m flows.train --data-dir runs/data --mode lora --model /path/to/checkpoint
+    python -m flows.train --run-name my-run --resume              # continue from its last checkpoint
+    python -m flows.train --dry-run                               # one batch forward/backward
+
+Or ``train_flow(TrainConfig(...))``. The Hugging Face token, when a hub model needs one,
+comes from HF_TOKEN or the Prefect Secret block ``hf-token`` and is never logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+from flows.cli import add_model_options, model_from_options, run_cli
+from linklm.config import TrainConfig
+from linklm.train import check_qlora_possible, last_checkpoint, run_dir_of
+from tasks import secrets
+from tasks import train as t
+
+
+def _summary_markdown(summary: dict) -> str:
+    rows = [
+        ("base model", summary["base_model"]),
+        ("mode", summary["config"]["mode"]),
+        ("dataset SHA256", f"`{summary['dataset_sha256']}`"),
+        ("train rows", summary["train_rows"]),
+        ("steps", summary["steps"]),
+        ("train seconds", summary["train_seconds"]),
+        ("tokens/s", summary["tokens_per_second"]),
+        (
+            "train loss first -> last",
+            f"{summary['first_train_loss']:.4f} -> {summary['final_train_loss']:.4f}",
+        ),
+        ("val loss", summary["final_eval_loss"]),
+    ]
+    return (
+        "# Training run\n\n| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
+    )
+
+
+@flow(name="train")
+def train_flow(config: TrainConfig = TrainConfig()) -> dict:  # noqa: B008 (UI form default)
+    """Fine-tune a model on a dataset folder; returns the run summary."""
+    logger = get_run_logger()
+    if config.run_name is None:
+        config = config.model_copy(update={"run_name": run_dir_of(config).name})
+    prepared = t.prepare(config, secrets.hf_token())
+    logger.info(
+        "training %s (%s) on %d rows", prepared.source, config.mode, len(prepared.train_set)
+    )
+    if config.dry_run:
+        loss = t.dry_run(config, prepared)
+        logger.info("dry run: one batch, loss %.4f", loss)
+        return {"dry_run": True, "loss": loss, "train_rows": len(prepared.train_set)}
+    trainer, seconds, finished = t.fit(config, prepared)
+    if not finished:
+        return {"stopped_at_step": trainer.state.global_step, "run_dir": str(run_dir_of(config))}
+    summary = t.save(config, prepared, trainer, seconds)
+    create_link_artifact(
+        key="train-run",
+        link=run_dir_of(config).resolve().as_uri(),
+        link_text=str(run_dir_of(config)),
+    )
+    create_markdown_artifact(key="train-summary", markdown=_summary_markdown(summary))
+    logger.info("run saved in %s", summary["run_dir"])
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.train", description=__doc__.split("\n")[0]
+    )
+    add_model_options(parser, TrainConfig)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    config = model_from_options(TrainConfig, args)
+    # Fail before Prefect starts when the answer is known already.
+    if config.mode == "qlora":
+        check_qlora_possible()
+    if config.resume:
+        last_checkpoint(run_dir_of(config))
+    summary = train_flow(config)
+    if summary.get("dry_run"):
+        print(
+            f"dry run ok: loss {summary['loss']:.4f} on one batch of {summary['train_rows']} train rows"
+        )
+    else:
+        print(f"run saved in {summary['run_dir']}: val loss {summary['final_eval_loss']}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

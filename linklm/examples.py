@@ -1,0 +1,108 @@
+"""Rows of a dataset split -> token ids through a model's prompt format and chat template.
+
+Training, evaluation and prediction tokenise the same way: the chat template renders the
+user turn with the generation prompt, and the answer (plus the end-of-turn marker) follows,
+so ``prompt + answer`` is exactly what the template renders for the whole conversation
+(a test pins this). Loss is computed on the answer tokens only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from datasets import Dataset
+
+from linklm import atomic, dataset, shards, validate
+from linklm.config import SplitConfig
+from linklm.formats import PromptFormat
+
+END_OF_TURN = "<end_of_turn>"
+
+
+def split_config_of(data_dir: Path) -> SplitConfig:
+    """The split the data flow used for this folder's shards (the default if none yet)."""
+    record = atomic.read_json_or_none(Path(data_dir) / shards.SHARD_DIR / shards.RECORD)
+    return SplitConfig(**record["key"]["split"]) if record else SplitConfig()
+
+
+def split_rows(data_dir: Path, split: str, max_rows: int | None = None) -> pl.DataFrame:
+    """The rows of one split of an intact dataset, quarantined rows left out, in id order."""
+    data_dir = Path(data_dir)
+    dataset.require_intact(data_dir)
+    ids = dataset.scan(data_dir).select("scenario_id").collect()["scenario_id"]
+    chosen = ids.filter(
+        pl.Series(shards.split_of(ids.to_numpy(), split_config_of(data_dir)) == split)
+    )
+    report = data_dir / validate.REPORT_DIR / "problems.csv"
+    if report.exists():
+        bad = validate.quarantined_ids(data_dir)
+        if bad:
+            chosen = chosen.filter(~chosen.is_in(bad))
+    if max_rows is not None:
+        chosen = chosen.head(max_rows)
+    return dataset.scan(data_dir).filter(pl.col("scenario_id").is_in(chosen.implode())).collect()
+
+
+def prompt_texts(df: pl.DataFrame, prompt_format: PromptFormat, tokenizer) -> list[str]:
+    """The chat-templated user turns, ending with the generation prompt."""
+    return [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
+        for text in prompt_format.user_messages(df)
+    ]
+
+
+def answer_suffix(tokenizer) -> str:
+    return (
+        f" {END_OF_TURN}" if END_OF_TURN in tokenizer.get_vocab() else (tokenizer.eos_token or "")
+    )
+
+
+def tokenize(df: pl.DataFrame, prompt_format: PromptFormat, tokenizer) -> Dataset:
+    """input_ids, labels (-100 on the prompt) and length for every row."""
+    prompts = tokenizer(prompt_texts(df, prompt_format, tokenizer), add_special_tokens=False)[
+        "input_ids"
+    ]
+    suffix = answer_suffix(tokenizer)
+    answers = tokenizer([a + suffix for a in prompt_format.answers(df)], add_special_tokens=False)[
+        "input_ids"
+    ]
+    input_ids = [p + a for p, a in zip(prompts, answers, strict=True)]
+    labels = [[-100] * len(p) + a for p, a in zip(prompts, answers, strict=True)]
+    return Dataset.from_dict(
+        {
+            "scenario_id": df["scenario_id"].to_list(),
+            "input_ids": input_ids,
+            "labels": labels,
+            "length": [len(x) for x in input_ids],
+        }
+    )
+
+
+class LeftPadCollator:
+    """Left-pads a batch so every answer ends at the last position (cheap answer-only logits)."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        ids = np.full((len(features), width), self.pad_token_id, dtype=np.int64)
+        labels = np.full((len(features), width), -100, dtype=np.int64)
+        mask = np.zeros((len(features), width), dtype=np.int64)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[i, width - n :] = f["input_ids"]
+            labels[i, width - n :] = f["labels"]
+            mask[i, width - n :] = 1
+        positions = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
+        return {
+            "input_ids": torch.from_numpy(ids),
+            "attention_mask": torch.from_numpy(mask),
+            "position_ids": torch.from_numpy(positions),
+            "labels": torch.from_numpy(labels),
+        }

@@ -1,0 +1,150 @@
+"""Number tokens: a vocabulary where every number the task turns on is one token.
+
+Measured here (PITFALLS.md, "Making the task learnable"): a 1.1M-parameter model reached
+92 % channel accuracy when each channel and each scan level was a single token, and 2-22 %
+when digits were split into characters. So the offline default model reads a link as
+whitespace-separated tokens from fixed families:
+
+    env Urban dens High wx Rain obs Tree bw b40 tx t239 nf f-995 dist d82 fres p82
+    scan c4900 l30 c4940 l28 ...
+
+and answers ``c5115 q201``: the channel, then the throughput as one of 256 log-spaced bins.
+Only the inputs the physics of DATA_SPEC.md uses are shown (coordinates, noise, weather
+temperature and humidity, utilisation do not enter a label). Scan levels are tenths of a dB
+above the link's noise floor; the dataset stores both to 0.1 dB, so nothing is rounded away.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import polars as pl
+
+from linklm import schema
+from linklm.prompts import AnswerError, joined_pairs
+
+NAME = "numtok-v1"
+SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>")
+ROLES = ("user", "model")
+FIELDS = ("env", "dens", "wx", "obs", "bw", "tx", "nf", "dist", "fres", "scan")
+
+LEVEL_MAX = 255  # 25.5 dB above the noise floor
+TX_RANGE = (100, 300)  # tenths of dBm
+FLOOR_RANGE = (-1150, -820)  # tenths of dBm
+DIST_MAX = 300  # hundreds of metres
+THROUGHPUT_BINS = 256
+THROUGHPUT_EDGES = np.geomspace(0.02, 1600.0, THROUGHPUT_BINS + 1)
+THROUGHPUT_VALUES = np.sqrt(THROUGHPUT_EDGES[:-1] * THROUGHPUT_EDGES[1:])
+
+
+def vocabulary() -> list[str]:
+    """Every token, in id order (specials first, so <pad>=0, <eos>=1, <bos>=2)."""
+    words = list(SPECIALS) + list(ROLES) + list(FIELDS)
+    words += list(schema.ENVIRONMENTS) + list(schema.DENSITIES) + list(schema.WEATHERS)
+    words += list(schema.OBSTRUCTION_TYPES)
+    words += [f"b{bw}" for bw in schema.BANDWIDTHS]
+    words += [f"c{c}" for c in schema.CHANNEL_GRID_MHZ]
+    words += [f"l{i}" for i in range(LEVEL_MAX + 1)]
+    words += [f"t{i}" for i in range(TX_RANGE[0], TX_RANGE[1] + 1)]
+    words += [f"f{i}" for i in range(FLOOR_RANGE[0], FLOOR_RANGE[1] + 1)]
+    words += [f"d{i}" for i in range(DIST_MAX + 1)]
+    words += [f"p{i}" for i in range(101)]
+    words += [f"q{i}" for i in range(THROUGHPUT_BINS)]
+    return words
+
+
+def _tenths(expr: pl.Expr) -> pl.Expr:
+    return (expr * 10).round(0).cast(pl.Int64)
+
+
+def render_prompts(df: pl.DataFrame) -> pl.Series:
+    """The user message of every row as number tokens (vectorised)."""
+    level = (
+        pl.col("spectral_scan_dbm").list.eval((pl.element() * 10).round(0).cast(pl.Int64))
+        - _tenths(pl.col("noise_floor_dbm"))
+    ).list.eval(pl.element().clip(0, LEVEL_MAX))
+    frame = df.select(
+        "available_channels_mhz",
+        level.alias("_level"),
+        pl.col("environment_type"),
+        pl.col("area_density"),
+        pl.col("weather_condition"),
+        pl.col("image_obstruction_type"),
+        pl.col("channel_bandwidth_mhz"),
+        _tenths(pl.col("tx_power_dbm")).clip(*TX_RANGE).alias("_tx"),
+        _tenths(pl.col("noise_floor_dbm")).clip(*FLOOR_RANGE).alias("_nf"),
+        (pl.col("link_distance_m") / 100).round(0).cast(pl.Int64).clip(0, DIST_MAX).alias("_d"),
+        pl.col("fresnel_clear_pct").round(0).cast(pl.Int64).clip(0, 100).alias("_p"),
+    )
+    frame = frame.with_columns(
+        pl.col("available_channels_mhz").list.eval(pl.format("c{}", pl.element())),
+        pl.col("_level").list.eval(pl.format("l{}", pl.element())),
+    )
+    scan = joined_pairs(frame, "available_channels_mhz", "_level", " ", " ")
+    return frame.select(
+        pl.format(
+            "env {} dens {} wx {} obs {} bw b{} tx t{} nf f{} dist d{} fres p{} scan ",
+            "environment_type",
+            "area_density",
+            "weather_condition",
+            "image_obstruction_type",
+            "channel_bandwidth_mhz",
+            "_tx",
+            "_nf",
+            "_d",
+            "_p",
+        )
+        .add(pl.Series(scan))
+        .alias("prompt")
+    )["prompt"]
+
+
+def throughput_bin(mbps: np.ndarray) -> np.ndarray:
+    idx = np.searchsorted(THROUGHPUT_EDGES, np.asarray(mbps, dtype=np.float64), side="right") - 1
+    return np.clip(idx, 0, THROUGHPUT_BINS - 1)
+
+
+def render_answers(df: pl.DataFrame, target: str = "both") -> pl.Series:
+    channel = "c" + df["recommended_channel_mhz"].cast(pl.String)
+    tput = pl.Series(throughput_bin(df["expected_throughput_mbps"].to_numpy())).cast(pl.String)
+    tput = "q" + tput
+    if target == "channel":
+        return channel.alias("answer")
+    if target == "throughput":
+        return tput.alias("answer")
+    return (channel + " " + tput).alias("answer")
+
+
+_ANSWER = {"c": "recommended_channel_mhz", "q": "expected_throughput_mbps"}
+_TOKEN = re.compile(r"^([cq])(\d+)$")
+
+
+def parse_answer(text: str, target: str = "both") -> dict[str, float | int]:
+    """Decode ``c5115 q201`` into the JSON answer's fields (throughput: the bin's centre)."""
+    wanted = {"channel": ["c"], "throughput": ["q"], "both": ["c", "q"]}[target]
+    tokens = [t for t in text.replace("<end_of_turn>", " ").replace("<eos>", " ").split() if t]
+    if len(tokens) != len(wanted):
+        raise AnswerError(f"expected {len(wanted)} answer token(s), got {text[:80]!r}")
+    out: dict[str, float | int] = {}
+    for kind, token in zip(wanted, tokens, strict=True):
+        match = _TOKEN.match(token)
+        if not match or match.group(1) != kind:
+            raise AnswerError(f"expected a {_ANSWER[kind]} token, got {token!r}")
+        value = int(match.group(2))
+        if kind == "c":
+            if value not in schema.CHANNEL_GRID_MHZ:
+                raise AnswerError(f"channel {value} is not on the 5 GHz grid")
+            out[_ANSWER[kind]] = value
+        else:
+            if value >= THROUGHPUT_BINS:
+                raise AnswerError(f"throughput bin {value} out of range")
+            out[_ANSWER[kind]] = float(round(THROUGHPUT_VALUES[value], 3))
+    return out
+
+
+def max_quantisation_error(mbps: float) -> float:
+    """Worst-case throughput error of the bins at ``mbps`` (half a bin, relative)."""
+    ratio = (THROUGHPUT_EDGES[1] / THROUGHPUT_EDGES[0]) ** 0.5
+    return mbps * (ratio - 1) if math.isfinite(mbps) else math.inf

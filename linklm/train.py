@@ -1,0 +1,412 @@
+"""Fine-tuning: full, LoRA and QLoRA on transformers' Trainer + peft, with resume and dry-run.
+
+``train(config)`` reads the train and validation splits of a dataset folder, renders them
+with the model's prompt format, and trains with the loss on the answer tokens only (the
+channel and throughput tokens can be weighted). Batches are left-padded so the answer is
+always at the end, which lets the model compute logits for the answer positions only, and
+rows of similar length are batched together. The run folder gets the model (merged
+weights for LoRA, plus the adapter), the tokenizer and prompt format, the resolved config,
+the dataset's SHA256, library and git versions, and the loss history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+import linklm
+from linklm import atomic, dataset, examples, models
+from linklm.config import TrainConfig
+from linklm.errors import LinkLMError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+RUN_FILE = "run.json"
+HISTORY_FILE = "history.json"
+
+
+class TrainingError(LinkLMError):
+    """A training run that cannot start or continue, with what to do about it."""
+
+
+def check_qlora_possible() -> None:
+    """QLoRA needs CUDA and bitsandbytes; on CPU its 4-bit gradients were measured wrong."""
+    if not torch.cuda.is_available():
+        raise TrainingError(
+            "mode qlora needs a CUDA GPU (4-bit NF4 via bitsandbytes) and this machine has none; "
+            "use mode lora or full here, or run on a GPU worker with `pip install '.[gpu]'`"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise TrainingError("mode qlora needs bitsandbytes: pip install '.[gpu]'") from None
+
+
+def run_dir_of(config: TrainConfig) -> Path:
+    name = (
+        config.run_name
+        or f"{Path(config.model).name}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    return config.out_dir / name
+
+
+def _checkpoint_step(path: Path) -> int:
+    try:
+        return int(path.name.split("-")[-1])
+    except ValueError:
+        return -1
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    """The newest checkpoint, checked whole; a clear error when there is none or it is partial."""
+    folder = run_dir / CHECKPOINTS
+    found = sorted(folder.glob("checkpoint-*"), key=_checkpoint_step) if folder.exists() else []
+    if not found:
+        raise TrainingError(f"{folder}: no checkpoint to resume from; train without resume")
+    latest = found[-1]
+    weights = [
+        latest / n
+        for n in ("model.safetensors", "adapter_model.safetensors")
+        if (latest / n).exists()
+    ]
+    missing = [n for n in ("trainer_state.json", "optimizer.pt") if not (latest / n).exists()]
+    if not weights:
+        missing.append("model.safetensors")
+    if not missing:
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(weights[0]), framework="pt") as fh:
+                list(fh.keys())
+            json.loads((latest / "trainer_state.json").read_text())
+        except Exception as exc:  # noqa: BLE001  (any unreadable file means the same fix)
+            missing.append(f"readable weights/state ({type(exc).__name__})")
+    if missing:
+        raise TrainingError(
+            f"{latest}: incomplete checkpoint (missing {', '.join(missing)}); delete it to resume "
+            "from the one before, or train without resume"
+        )
+    return latest
+
+
+class AnswerLossTrainer(Trainer):
+    """Cross-entropy on the answer tokens only, from logits of the answer positions only."""
+
+    def __init__(self, *args, token_weights: torch.Tensor | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.token_weights = token_weights
+        self.loss_is_scaled_for_ga = False  # a per-batch mean: let Trainer divide by GA steps
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        span = int((labels != -100).sum(dim=1).max())
+        outputs = model(**inputs, logits_to_keep=span + 1)
+        logits = outputs.logits[:, :-1, :].float()
+        target = labels[:, -span:]
+        ce = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)),
+            target.reshape(-1),
+            ignore_index=-100,
+            reduction="none",
+        )
+        ce = ce.view_as(target)
+        counted = target != -100
+        weight = counted.float()
+        if self.token_weights is not None:
+            weight = weight * self.token_weights.to(ce.device)[target.clamp(min=0)]
+        loss = (ce * weight).sum() / counted.sum().clamp(min=1)
+        return (loss, outputs) if return_outputs else loss
+
+
+def token_weights(tokenizer, config: TrainConfig) -> torch.Tensor | None:
+    """Per-token loss weights for number-token answers (channel vs throughput tokens)."""
+    if config.channel_weight == 1.0 and config.throughput_weight == 1.0:
+        return None
+    weights = torch.ones(len(tokenizer))
+    for token, idx in tokenizer.get_vocab().items():
+        if token[:1] == "c" and token[1:].isdigit():
+            weights[idx] = config.channel_weight
+        elif token[:1] == "q" and token[1:].isdigit():
+            weights[idx] = config.throughput_weight
+    return weights
+
+
+class ProgressLog(TrainerCallback):
+    """Step, loss and tokens/s in the log (a Prefect flow shows it in the run's logs)."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        tokens = state.num_input_tokens_seen or 0
+        parts = [f"step {state.global_step}/{state.max_steps}"]
+        parts += [f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "eval_loss")]
+        if tokens:
+            parts.append(f"{tokens / seconds:,.0f} tokens/s")
+        log.info(", ".join(parts))
+
+
+@dataclass
+class Prepared:
+    model: torch.nn.Module
+    tokenizer: object
+    prompt_format: object
+    train_set: object
+    eval_set: object | None
+    manifest: dict
+    source: str
+
+
+def _apply_adapters(model, config: TrainConfig):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [t for t in config.lora_targets if t in names]
+    if not targets:
+        raise TrainingError(
+            f"none of the LoRA target modules {list(config.lora_targets)} exist in {config.model}"
+        )
+    if config.mode == "qlora":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=config.gradient_checkpointing
+        )
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def prepare(config: TrainConfig, token: str | None = None) -> Prepared:
+    """Dataset, model (with adapters for LoRA/QLoRA) and tokenised splits."""
+    if config.mode == "qlora":
+        check_qlora_possible()
+    manifest = dataset.require_intact(config.data_dir)
+    quantization = None
+    dtype = torch.float32
+    if config.mode == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        )
+    loaded = models.load(config.model, dtype=dtype, token=token, quantization_config=quantization)
+    prompt_format = loaded.prompt_format.model_copy(update={"target": config.target})
+    model = loaded.model
+    if config.mode in ("lora", "qlora"):
+        model = _apply_adapters(model, config)
+    train_rows = examples.split_rows(config.data_dir, "train", config.max_rows)
+    if train_rows.height == 0:
+        raise TrainingError(f"{config.data_dir}: the train split is empty")
+    train_set = examples.tokenize(train_rows, prompt_format, loaded.tokenizer)
+    eval_set = None
+    if config.eval_rows:
+        eval_rows = examples.split_rows(config.data_dir, "validation", config.eval_rows)
+        eval_set = (
+            examples.tokenize(eval_rows, prompt_format, loaded.tokenizer)
+            if eval_rows.height
+            else None
+        )
+    return Prepared(
+        model, loaded.tokenizer, prompt_format, train_set, eval_set, manifest, loaded.source
+    )
+
+
+def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(run_dir / CHECKPOINTS),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=config.bf16,
+        fp16=config.fp16,
+        activation_checkpointing=config.gradient_checkpointing,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        length_column_name="length",
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="steps" if config.eval_rows else "no",
+        eval_steps=config.eval_steps,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        prediction_loss_only=True,
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+    )
+
+
+def build_trainer(
+    config: TrainConfig, prepared: Prepared, run_dir: Path, callbacks=()
+) -> AnswerLossTrainer:
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    trainer = AnswerLossTrainer(
+        model=prepared.model,
+        args=training_arguments(config, run_dir),
+        train_dataset=prepared.train_set,
+        eval_dataset=prepared.eval_set,
+        data_collator=examples.LeftPadCollator(prepared.tokenizer.pad_token_id),
+        processing_class=prepared.tokenizer,
+        callbacks=[ProgressLog(), *callbacks],
+        token_weights=token_weights(prepared.tokenizer, config),
+    )
+    trainer.remove_callback(PrinterCallback)  # ProgressLog says the same through logging
+    return trainer
+
+
+def dry_run(trainer: AnswerLossTrainer) -> float:
+    """One forward/backward on one batch: proves data, model and trainer fit together."""
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss.backward()
+    trainer.model.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def _git_version() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return done.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str | None]:
+    import datasets
+    import peft
+    import transformers
+
+    return {
+        "linklm": linklm.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "datasets": datasets.__version__,
+        "git": _git_version(),
+    }
+
+
+def save_run(
+    config: TrainConfig,
+    prepared: Prepared,
+    trainer: AnswerLossTrainer,
+    run_dir: Path,
+    seconds: float,
+) -> dict:
+    """Model (merged for LoRA), adapter, tokenizer, prompt format, run.json and history.json."""
+    model = trainer.model
+    model_dir = run_dir / "model"
+    with atomic.atomic_dir(model_dir) as tmp:
+        if config.mode in ("lora", "qlora"):
+            with atomic.atomic_dir(run_dir / "adapter") as adapter_tmp:
+                model.save_pretrained(adapter_tmp)
+                prepared.tokenizer.save_pretrained(adapter_tmp)
+                prepared.prompt_format.save(adapter_tmp)
+            if config.mode == "lora":
+                model = model.merge_and_unload()
+        if config.mode != "qlora":
+            model.save_pretrained(tmp)
+            prepared.tokenizer.save_pretrained(tmp)
+            prepared.prompt_format.save(tmp)
+    if config.mode == "qlora":  # 4-bit weights do not merge; the adapter is the result
+        model_dir.rmdir()
+    history = trainer.state.log_history
+    atomic.write_json(run_dir / HISTORY_FILE, history)
+    train_losses = [h["loss"] for h in history if "loss" in h]
+    eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
+    tokens = trainer.state.num_input_tokens_seen or 0
+    summary = {
+        "run_dir": str(run_dir),
+        "model_dir": str(model_dir if model_dir.exists() else run_dir / "adapter"),
+        "config": config.model_dump(mode="json"),
+        "base_model": prepared.source,
+        "dataset_sha256": prepared.manifest["dataset_sha256"],
+        "train_rows": len(prepared.train_set),
+        "steps": trainer.state.global_step,
+        "train_seconds": round(seconds, 1),
+        "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
+        "first_train_loss": train_losses[0] if train_losses else None,
+        "final_train_loss": train_losses[-1] if train_losses else None,
+        "final_eval_loss": eval_losses[-1] if eval_losses else None,
+        "versions": versions(),
+    }
+    atomic.write_json(run_dir / RUN_FILE, summary)
+    return summary
+
+
+def fit(
+    config: TrainConfig, prepared: Prepared, callbacks=()
+) -> tuple[AnswerLossTrainer, float, bool]:
+    """Train (resuming when asked); returns the trainer, seconds and whether it finished."""
+    run_dir = run_dir_of(config)
+    checkpoint = last_checkpoint(run_dir) if config.resume else None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(config, prepared, run_dir, callbacks)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finished = trainer.state.global_step >= trainer.state.max_steps  # a callback may stop it early
+    return trainer, time.perf_counter() - started, finished
+
+
+def check_run_dir(config: TrainConfig) -> Path:
+    """Refuse to overwrite a finished run; check the checkpoint before loading anything."""
+    run_dir = run_dir_of(config)
+    if config.resume:
+        last_checkpoint(run_dir)
+    elif (run_dir / RUN_FILE).exists() and not config.dry_run:
+        raise TrainingError(f"{run_dir}: a finished run is already there; choose another run_name")
+    return run_dir
+
+
+def train(config: TrainConfig, token: str | None = None, callbacks=()) -> dict:
+    """Run one training job end to end; returns the run summary (also in run.json)."""
+    if config.run_name is None:
+        config = config.model_copy(update={"run_name": run_dir_of(config).name})
+    run_dir = check_run_dir(config)
+    prepared = prepare(config, token)
+    if config.dry_run:
+        trainer = build_trainer(config, prepared, run_dir / ".dry-run", callbacks)
+        return {"dry_run": True, "loss": dry_run(trainer), "train_rows": len(prepared.train_set)}
+    trainer, seconds, finished = fit(config, prepared, callbacks)
+    if not finished:
+        return {"stopped_at_step": trainer.state.global_step, "run_dir": str(run_dir)}
+    return save_run(config, prepared, trainer, run_dir, seconds)

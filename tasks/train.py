@@ -1,0 +1,42 @@
+"""Tasks of the train flow: prepare, train, save. In-process objects pass between them, so
+nothing is cached or persisted (a model is not a cache key); only preparing retries, since
+reading data or a checkpoint can fail transiently and training from scratch again cannot help.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from linklm import train
+from linklm.config import TrainConfig
+
+
+@task(
+    name="prepare-training",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=1,
+    retry_delay_seconds=2,
+)
+def prepare(config: TrainConfig, token: str | None) -> train.Prepared:
+    train.check_run_dir(config)
+    return train.prepare(config, token)
+
+
+@task(name="train-model", cache_policy=NO_CACHE, persist_result=False)
+def fit(config: TrainConfig, prepared: train.Prepared):
+    return train.fit(config, prepared)
+
+
+@task(
+    name="save-run", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=1
+)
+def save(config: TrainConfig, prepared: train.Prepared, trainer, seconds: float) -> dict:
+    return train.save_run(config, prepared, trainer, train.run_dir_of(config), seconds)
+
+
+@task(name="dry-run", cache_policy=NO_CACHE, persist_result=False)
+def dry_run(config: TrainConfig, prepared: train.Prepared) -> float:
+    trainer = train.build_trainer(config, prepared, train.run_dir_of(config) / ".dry-run")
+    return train.dry_run(trainer)

@@ -1,0 +1,188 @@
+"""Training on the offline default model: every CPU mode learns, resume equals no interruption."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from linklm import examples, models, numtok, train
+from linklm.config import TrainConfig
+from linklm.errors import LinkLMError
+from linklm.formats import PromptFormat
+
+
+def _config(data_dir, out_dir, **kw) -> TrainConfig:
+    base = dict(
+        data_dir=data_dir,
+        out_dir=out_dir,
+        run_name="run",
+        max_steps=24,
+        batch_size=16,
+        learning_rate=3e-3,
+        warmup_steps=2,
+        logging_steps=4,
+        eval_steps=12,
+        save_steps=12,
+        eval_rows=64,
+        max_rows=800,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_default_model_is_a_normal_checkpoint_with_number_tokens():
+    folder = models.resolve(models.DEFAULT_MODEL)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert model.config.model_type == "gemma3_text"
+    assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 3e6
+    for word in ("c5180", "l123", "t239", "f-995", "d82", "p82", "q201", "Urban"):
+        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and ids[0] != tokenizer.unk_token_id, word
+    assert PromptFormat.load(folder).kind == "numtok-v1"
+    assert len(tokenizer) == len(numtok.vocabulary())
+
+
+def test_prompt_plus_answer_is_the_chat_template_of_the_conversation(small_dataset):
+    loaded = models.load(models.DEFAULT_MODEL)
+    rows = examples.split_rows(small_dataset, "train", max_rows=5)
+    data = examples.tokenize(rows, loaded.prompt_format, loaded.tokenizer)
+    users = loaded.prompt_format.user_messages(rows)
+    answers = loaded.prompt_format.answers(rows)
+    for i in range(5):
+        conversation = [
+            {"role": "user", "content": users[i]},
+            {"role": "assistant", "content": answers[i]},
+        ]
+        full = loaded.tokenizer.apply_chat_template(conversation, tokenize=False)
+        assert data[i]["input_ids"] == loaded.tokenizer(full, add_special_tokens=False)["input_ids"]
+        assert loaded.tokenizer.unk_token_id not in data[i]["input_ids"]
+        answer_ids = [t for t in data[i]["labels"] if t != -100]
+        assert loaded.tokenizer.decode(answer_ids) == f"{answers[i]} <end_of_turn>"
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_each_cpu_mode_trains_and_its_loss_falls(small_dataset, tmp_path, mode):
+    config = _config(
+        small_dataset, tmp_path, mode=mode, learning_rate=3e-3 if mode == "full" else 1e-2
+    )
+    summary = train.train(config)
+    assert summary["final_train_loss"] < summary["first_train_loss"] - 0.5, summary
+    run = tmp_path / "run"
+    saved = json.loads((run / "run.json").read_text())
+    assert (
+        saved["dataset_sha256"]
+        == json.loads((small_dataset / "manifest.json").read_text())["dataset_sha256"]
+    )
+    assert saved["config"]["mode"] == mode and saved["versions"]["transformers"]
+    history = json.loads((run / "history.json").read_text())
+    assert any("eval_loss" in h for h in history)
+    reloaded = models.load(str(run / "model"))
+    assert reloaded.prompt_format.kind == "numtok-v1"
+    rows = examples.split_rows(small_dataset, "test", max_rows=4)
+    prompt = examples.prompt_texts(rows, reloaded.prompt_format, reloaded.tokenizer)
+    batch = reloaded.tokenizer(prompt, add_special_tokens=False, return_tensors="pt", padding=True)
+    out = reloaded.model.generate(**batch, max_new_tokens=4, do_sample=False)
+    assert out.shape[0] == 4 and out.shape[1] > batch["input_ids"].shape[1]
+    if mode == "lora":
+        assert (run / "adapter" / "adapter_config.json").exists()
+
+
+def test_lora_merged_weights_equal_the_adapter_model(small_dataset, tmp_path):
+    from peft import AutoPeftModelForCausalLM
+
+    train.train(
+        _config(small_dataset, tmp_path, mode="lora", max_steps=6, eval_rows=0, learning_rate=1e-2)
+    )
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
+    adapter = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "run" / "adapter")
+    ids = torch.tensor([[2, 4, 6, 10, 20, 30]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, adapter(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+
+def test_resume_gives_the_same_result_as_no_interruption(small_dataset, tmp_path):
+    straight = train.train(_config(small_dataset, tmp_path, run_name="straight"))
+    stopped = train.train(
+        _config(small_dataset, tmp_path, run_name="resumed"), callbacks=[StopAt(12)]
+    )
+    assert stopped == {"stopped_at_step": 12, "run_dir": str(tmp_path / "resumed")}
+    resumed = train.train(_config(small_dataset, tmp_path, run_name="resumed", resume=True))
+    a = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert resumed["final_train_loss"] == straight["final_train_loss"]
+    assert resumed["final_eval_loss"] == straight["final_eval_loss"]
+
+
+def test_dry_run_touches_one_batch_and_writes_nothing(small_dataset, tmp_path):
+    summary = train.train(_config(small_dataset, tmp_path, dry_run=True))
+    assert summary["dry_run"] is True and 0 < summary["loss"] < 20
+    assert not (tmp_path / "run" / "run.json").exists()
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_qlora_without_cuda_stops_at_once_with_what_it_needs(small_dataset, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(train.TrainingError, match="qlora needs a CUDA GPU.*use mode lora or full"):
+        train.train(_config(small_dataset, tmp_path, mode="qlora"))
+
+
+def test_missing_or_partial_checkpoint_is_named(small_dataset, tmp_path):
+    with pytest.raises(train.TrainingError, match="no checkpoint to resume from"):
+        train.train(_config(small_dataset, tmp_path, resume=True))
+    train.train(_config(small_dataset, tmp_path, max_steps=12, eval_rows=0), callbacks=[StopAt(12)])
+    checkpoint = tmp_path / "run" / "checkpoints" / "checkpoint-12"
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(
+        train.TrainingError, match=r"checkpoint-12: incomplete checkpoint .*delete it"
+    ):
+        train.train(_config(small_dataset, tmp_path, max_steps=12, eval_rows=0, resume=True))
+    (checkpoint / "trainer_state.json").unlink()
+    with pytest.raises(train.TrainingError, match="missing trainer_state.json"):
+        train.last_checkpoint(tmp_path / "run")
+
+
+def test_finished_run_is_not_overwritten(small_dataset, tmp_path):
+    train.train(_config(small_dataset, tmp_path, max_steps=2, eval_rows=0))
+    before = (tmp_path / "run" / "run.json").read_text()
+    with pytest.raises(train.TrainingError, match="already there"):
+        train.train(_config(small_dataset, tmp_path, max_steps=2, eval_rows=0))
+    assert (tmp_path / "run" / "run.json").read_text() == before
+
+
+def test_bad_model_names_are_clear(small_dataset, tmp_path):
+    with pytest.raises(LinkLMError, match="no such model folder"):
+        models.resolve("./does/not/exist")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LinkLMError, match="not a model folder"):
+        models.resolve(str(tmp_path / "empty"))
+
+
+def test_answer_weights_reach_the_channel_and_throughput_tokens():
+    tokenizer = models.load(models.DEFAULT_MODEL).tokenizer
+    weights = train.token_weights(tokenizer, TrainConfig(channel_weight=2.0, throughput_weight=0.5))
+    vocab = tokenizer.get_vocab()
+    assert (
+        weights[vocab["c5180"]] == 2.0
+        and weights[vocab["q10"]] == 0.5
+        and weights[vocab["<end_of_turn>"]] == 1.0
+    )
+    assert train.token_weights(tokenizer, TrainConfig()) is None
