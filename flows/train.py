@@ -35,7 +35,7 @@ def _summary_markdown(summary: dict) -> str:
         ("tokens/s", summary["tokens_per_second"]),
         (
             "train loss first -> last",
-            f"{summary['first_train_loss']:.4f} -> {summary['final_train_loss']:.4f}",
+            f"{summary['first_train_loss']} -> {summary['final_train_loss']}",
         ),
         ("val loss", summary["final_eval_loss"]),
     ]

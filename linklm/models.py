@@ -40,12 +40,6 @@ CHAT_TEMPLATE = (
     "{{ message['content'] }} <end_of_turn> {% endfor %}"
     "{% if add_generation_prompt %}<start_of_turn> model {% endif %}"
 )
-GEMMA_CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}<start_of_turn>"
-    "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
-    "{{ message['content'] }}<end_of_turn>\n{% endfor %}"
-    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
-)
 
 
 class ModelError(LinkLMError):
@@ -163,7 +157,9 @@ class LoadedModel:
 def load_tokenizer(source: str, token: str | None = None):
     tokenizer = AutoTokenizer.from_pretrained(source, token=token)
     if tokenizer.chat_template is None:
-        tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+        from linklm.gemma_gguf import GEMMA3_CHAT_TEMPLATE
+
+        tokenizer.chat_template = GEMMA3_CHAT_TEMPLATE
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

@@ -185,3 +185,36 @@ def test_cli_verify_and_validate(small_dataset, tmp_path, capsys):
         and "no manifest" in missing.stderr
         and len(missing.stderr.strip().splitlines()) == 1
     )
+
+
+def test_train_flow_runs_prepare_train_save_and_links_the_run(
+    prefect_harness, small_dataset, tmp_path
+):
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.train import train_flow
+    from linklm.config import TrainConfig
+
+    config = TrainConfig(
+        data_dir=small_dataset,
+        out_dir=tmp_path,
+        run_name="flow",
+        max_steps=6,
+        batch_size=16,
+        eval_rows=32,
+        eval_steps=3,
+        save_steps=3,
+        warmup_steps=1,
+    )
+    state = train_flow(config, return_state=True)
+    summary = state.result()
+    assert summary["steps"] == 6 and (tmp_path / "flow" / "model" / "config.json").exists()
+    names = {k.split("#")[0] for k in _task_states(state.state_details.flow_run_id)}
+    assert {"prepare-training", "train-model", "save-run"} <= names
+    with get_client(sync_client=True) as client:
+        links = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["train-run"]))
+        )
+    assert any((tmp_path / "flow").resolve().as_uri() in a.data for a in links)
+    dry = train_flow(config.model_copy(update={"run_name": "dry", "dry_run": True}))
+    assert dry["dry_run"] is True and not (tmp_path / "dry" / "run.json").exists()

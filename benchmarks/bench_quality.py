@@ -1,0 +1,140 @@
+"""Quality: train the default model for a fixed wall-clock budget, score it on 1,000 test rows.
+
+    python benchmarks/bench_quality.py                      # 10 min budget, 30k train rows
+    python benchmarks/bench_quality.py --budget-s 300 --channel-weight 2
+
+Prints channel top-1 (greedy and ranked), top-3, throughput MAE and invalid answers for the
+model, next to the quietest-channel heuristic, the mean and per-bandwidth-mean throughput
+and the physics oracle on the same rows. A benchmark, not a test: it takes minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from transformers import TrainerCallback
+
+from linklm import baselines, dataset, evaluate, examples, train
+from linklm.config import GenerationConfig, TrainConfig
+
+
+class TimeBudget(TrainerCallback):
+    def __init__(self, seconds: float):
+        self.deadline = time.perf_counter() + seconds
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.perf_counter() >= self.deadline:
+            control.should_training_stop = True
+        return control
+
+
+def _seconds_per_step(config: TrainConfig, prepared: train.Prepared, work: Path) -> float:
+    """Calibrate on 15 steps, so the LR schedule can span the whole budget."""
+    probe = config.model_copy(update={"max_steps": 15, "warmup_steps": 0})
+    trainer = train.build_trainer(probe, prepared, work / "calibrate")
+    started = time.perf_counter()
+    trainer.train()
+    return (time.perf_counter() - started) / 15
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--budget-s", type=float, default=600)
+    parser.add_argument("--train-rows", type=int, default=30_000)
+    parser.add_argument("--test-rows", type=int, default=1_000)
+    parser.add_argument("--channel-weight", type=float, default=1.0)
+    parser.add_argument("--throughput-weight", type=float, default=1.0)
+    parser.add_argument("--target", default="both")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--data-dir", type=Path, help="reuse a dataset folder")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    data_dir = args.data_dir or work / "data"
+    if not args.data_dir:
+        dataset.build(
+            data_dir,
+            GenerationConfig(n_rows=int(args.train_rows / 0.8) + 2000, chunk_size=10_000, seed=1),
+        )
+    config = TrainConfig(
+        data_dir=data_dir,
+        out_dir=work,
+        run_name="quality",
+        target=args.target,
+        max_rows=args.train_rows,
+        eval_rows=0,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        channel_weight=args.channel_weight,
+        throughput_weight=args.throughput_weight,
+        save_steps=10**9,
+        logging_steps=100,
+    )
+    prepared = train.prepare(config)
+    steps = max(50, int(args.budget_s / _seconds_per_step(config, prepared, work)))
+    config = config.model_copy(update={"max_steps": steps, "warmup_steps": min(100, steps // 10)})
+    prepared = train.prepare(config)  # fresh weights: calibration trained the first copy
+    trainer = train.build_trainer(
+        config, prepared, work / "quality", callbacks=[TimeBudget(args.budget_s)]
+    )
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    tokens = trainer.state.num_input_tokens_seen
+
+    test = examples.split_rows(data_dir, "test", args.test_rows)
+    train_rows = examples.split_rows(data_dir, "train", args.train_rows)
+    truth_ch = test["recommended_channel_mhz"].to_numpy()
+    truth_tp = test["expected_throughput_mbps"].to_numpy()
+    model, tok, fmt = trainer.model, prepared.tokenizer, prepared.prompt_format
+    answers = evaluate.generate(model, tok, fmt, test)
+    ranked = evaluate.rank_channels(model, tok, fmt, test)
+    top1 = np.array([r[0][0] for r in ranked])
+    top3 = np.array([t in [c for c, _ in r[:3]] for t, r in zip(truth_ch, ranked, strict=True)])
+    tp = np.where(answers.valid, answers.throughput, baselines.mean_throughput(train_rows, test))
+
+    def mae(pred):
+        return float(np.mean(np.abs(pred - truth_tp)))
+
+    print(
+        f"trained {trainer.state.global_step} steps in {seconds:.0f} s ({tokens / seconds:,.0f} tokens/s), "
+        f"{len(prepared.train_set)} train rows, target {args.target}, weights channel {args.channel_weight} "
+        f"throughput {args.throughput_weight}; {len(test)} test rows"
+    )
+    print(
+        f"{'method':<34}{'greedy top-1':>13}{'ranked top-1':>13}{'top-3':>8}{'tput MAE':>10}{'invalid':>9}"
+    )
+    model_ch_acc = np.mean(answers.channel == truth_ch)
+    tput_mae = mae(tp) if args.target != "channel" else float("nan")
+    print(
+        f"{'default model':<34}{model_ch_acc:>13.1%}{np.mean(top1 == truth_ch):>13.1%}{top3.mean():>8.1%}"
+        f"{tput_mae:>10.2f}{1 - answers.valid.mean():>9.1%}"
+    )
+    print(
+        f"{'quietest channel (heuristic)':<34}{np.mean(baselines.quietest_channel(test) == truth_ch):>13.1%}"
+    )
+    print(
+        f"{'random available channel':<34}{np.mean(baselines.random_channel(test) == truth_ch):>13.1%}"
+    )
+    print(
+        f"{'mean throughput':<34}{'':>13}{'':>13}{'':>8}{mae(baselines.mean_throughput(train_rows, test)):>10.2f}"
+    )
+    print(
+        f"{'per-bandwidth mean throughput':<34}{'':>13}{'':>13}{'':>8}"
+        f"{mae(baselines.per_bandwidth_mean_throughput(train_rows, test)):>10.2f}"
+    )
+    oracle_ch, oracle_tp = baselines.oracle(test)
+    print(
+        f"{'physics oracle (ceiling)':<34}{np.mean(oracle_ch == truth_ch):>13.1%}{'':>13}{'':>8}{mae(oracle_tp):>10.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
