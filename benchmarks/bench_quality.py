@@ -33,13 +33,28 @@ class TimeBudget(TrainerCallback):
         return control
 
 
+class StepClock(TrainerCallback):
+    """Seconds per step after the first ``skip`` steps (the first ones are slower)."""
+
+    def __init__(self, skip: int = 10):
+        self.skip, self.start, self.steps = skip, None, 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.skip:
+            self.start = time.perf_counter()
+        elif state.global_step > self.skip:
+            self.steps += 1
+
+    def seconds_per_step(self) -> float:
+        return (time.perf_counter() - self.start) / max(self.steps, 1)
+
+
 def _seconds_per_step(config: TrainConfig, prepared: train.Prepared, work: Path) -> float:
-    """Calibrate on 15 steps, so the LR schedule can span the whole budget."""
-    probe = config.model_copy(update={"max_steps": 15, "warmup_steps": 0})
-    trainer = train.build_trainer(probe, prepared, work / "calibrate")
-    started = time.perf_counter()
-    trainer.train()
-    return (time.perf_counter() - started) / 15
+    """Calibrate on 40 steps, so the LR schedule can span the whole budget."""
+    probe = config.model_copy(update={"max_steps": 40, "warmup_steps": 0})
+    clock = StepClock()
+    train.build_trainer(probe, prepared, work / "calibrate", callbacks=[clock]).train()
+    return clock.seconds_per_step()
 
 
 def main() -> None:
@@ -58,7 +73,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
     data_dir = args.data_dir or work / "data"
-    if not args.data_dir:
+    if not (data_dir / "manifest.json").exists():  # build once, reuse with --data-dir
         dataset.build(
             data_dir,
             GenerationConfig(n_rows=int(args.train_rows / 0.8) + 2000, chunk_size=10_000, seed=1),

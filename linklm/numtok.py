@@ -5,8 +5,7 @@ Measured here (PITFALLS.md, "Making the task learnable"): a 1.1M-parameter model
 when digits were split into characters. So the offline default model reads a link as
 whitespace-separated tokens from fixed families:
 
-    env Urban dens High wx Rain obs Tree bw b40 tx t239 nf f-995 dist d82 fres p82
-    scan c4900 l30 c4940 l28 ...
+    Urban High Rain Tree b40 t239 f-995 d82 p82 scan ... c5600 l19 c5180 l12 c4940 l12
 
 and answers ``c5115 q201``: the channel, then the throughput as one of 256 log-spaced bins.
 Only the inputs the physics of DATA_SPEC.md uses are shown (coordinates, noise, weather
@@ -23,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from linklm import schema
-from linklm.prompts import AnswerError, joined_pairs
+from linklm.prompts import AnswerError
 
 NAME = "numtok-v1"
 SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>")
@@ -60,45 +59,47 @@ def _tenths(expr: pl.Expr) -> pl.Expr:
 
 
 def render_prompts(df: pl.DataFrame) -> pl.Series:
-    """The user message of every row as number tokens (vectorised)."""
-    level = (
-        pl.col("spectral_scan_dbm").list.eval((pl.element() * 10).round(0).cast(pl.Int64))
-        - _tenths(pl.col("noise_floor_dbm"))
-    ).list.eval(pl.element().clip(0, LEVEL_MAX))
-    frame = df.select(
-        "available_channels_mhz",
-        level.alias("_level"),
-        pl.col("environment_type"),
-        pl.col("area_density"),
-        pl.col("weather_condition"),
-        pl.col("image_obstruction_type"),
-        pl.col("channel_bandwidth_mhz"),
-        _tenths(pl.col("tx_power_dbm")).clip(*TX_RANGE).alias("_tx"),
-        _tenths(pl.col("noise_floor_dbm")).clip(*FLOOR_RANGE).alias("_nf"),
-        (pl.col("link_distance_m") / 100).round(0).cast(pl.Int64).clip(0, DIST_MAX).alias("_d"),
-        pl.col("fresnel_clear_pct").round(0).cast(pl.Int64).clip(0, 100).alias("_p"),
-    )
-    frame = frame.with_columns(
-        pl.col("available_channels_mhz").list.eval(pl.format("c{}", pl.element())),
-        pl.col("_level").list.eval(pl.format("l{}", pl.element())),
-    )
-    scan = joined_pairs(frame, "available_channels_mhz", "_level", " ", " ")
-    return frame.select(
+    """The user message of every row as number tokens (vectorised).
+
+    Values are self-describing tokens (``t239`` is a tx power, ``f-995`` a noise floor), so
+    no field names are spent on them. The scan lists its (channel, level) pairs loudest
+    first and quietest last (on a tie, the lower frequency last): the same information as
+    the file, ordered so the strongest candidates sit right before the answer, at fixed
+    distances a rotary-position model finds easily. The model still has to learn the
+    physics' trade-off between a quieter channel and a lower frequency.
+    """
+    context = df.select(
         pl.format(
-            "env {} dens {} wx {} obs {} bw b{} tx t{} nf f{} dist d{} fres p{} scan ",
+            "{} {} {} {} b{} t{} f{} d{} p{}",
             "environment_type",
             "area_density",
             "weather_condition",
             "image_obstruction_type",
             "channel_bandwidth_mhz",
-            "_tx",
-            "_nf",
-            "_d",
-            "_p",
+            _tenths(pl.col("tx_power_dbm")).clip(*TX_RANGE),
+            _tenths(pl.col("noise_floor_dbm")).clip(*FLOOR_RANGE),
+            (pl.col("link_distance_m") / 100).round(0).cast(pl.Int64).clip(0, DIST_MAX),
+            pl.col("fresnel_clear_pct").round(0).cast(pl.Int64).clip(0, 100),
+        ).alias("context")
+    )["context"]
+    pairs = (
+        df.select(
+            pl.int_range(pl.len()).alias("_row"),
+            "available_channels_mhz",
+            "spectral_scan_dbm",
+            _tenths(pl.col("noise_floor_dbm")).alias("_floor"),
         )
-        .add(pl.Series(scan))
-        .alias("prompt")
-    )["prompt"]
+        .explode(["available_channels_mhz", "spectral_scan_dbm"])
+        .with_columns(
+            (_tenths(pl.col("spectral_scan_dbm")) - pl.col("_floor"))
+            .clip(0, LEVEL_MAX)
+            .alias("_level")
+        )
+        .sort("_row", "_level", "available_channels_mhz", descending=[False, True, True])
+        .group_by("_row", maintain_order=True)
+        .agg(pl.format("c{} l{}", "available_channels_mhz", "_level").str.join(" ").alias("scan"))
+    )["scan"]
+    return (context + " scan " + pairs).alias("prompt")
 
 
 def throughput_bin(mbps: np.ndarray) -> np.ndarray:
@@ -140,7 +141,7 @@ def parse_answer(text: str, target: str = "both") -> dict[str, float | int]:
         else:
             if value >= THROUGHPUT_BINS:
                 raise AnswerError(f"throughput bin {value} out of range")
-            out[_ANSWER[kind]] = float(round(THROUGHPUT_VALUES[value], 3))
+            out[_ANSWER[kind]] = float(THROUGHPUT_VALUES[value])
     return out
 
 

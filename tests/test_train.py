@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from linklm import examples, models, numtok, train
+from linklm import evaluate, examples, models, numtok, train
 from linklm.config import TrainConfig
 from linklm.errors import LinkLMError
 from linklm.formats import PromptFormat
@@ -82,10 +82,18 @@ def test_each_cpu_mode_trains_and_its_loss_falls(small_dataset, tmp_path, mode):
     reloaded = models.load(str(run / "model"))
     assert reloaded.prompt_format.kind == "numtok-v1"
     rows = examples.split_rows(small_dataset, "test", max_rows=4)
-    prompt = examples.prompt_texts(rows, reloaded.prompt_format, reloaded.tokenizer)
-    batch = reloaded.tokenizer(prompt, add_special_tokens=False, return_tensors="pt", padding=True)
-    out = reloaded.model.generate(**batch, max_new_tokens=4, do_sample=False)
-    assert out.shape[0] == 4 and out.shape[1] > batch["input_ids"].shape[1]
+    answers = evaluate.generate(
+        reloaded.model, reloaded.tokenizer, reloaded.prompt_format, rows, batch_size=3
+    )
+    assert len(answers.raw) == 4 and all(answers.raw)
+    assert ((answers.channel > 0) == answers.valid).all()
+    ranked = evaluate.rank_channels(
+        reloaded.model, reloaded.tokenizer, reloaded.prompt_format, rows
+    )
+    assert [sorted(c for c, _ in r) for r in ranked] == [
+        sorted(c) for c in rows["available_channels_mhz"].to_list()
+    ]
+    assert all(r[0][1] >= r[-1][1] for r in ranked)
     if mode == "lora":
         assert (run / "adapter" / "adapter_config.json").exists()
 
