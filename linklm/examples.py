@@ -57,22 +57,35 @@ def prompt_texts(df: pl.DataFrame, prompt_format: PromptFormat, tokenizer) -> li
 
 
 def answer_suffix(tokenizer) -> str:
-    return (
-        f" {END_OF_TURN}" if END_OF_TURN in tokenizer.get_vocab() else (tokenizer.eos_token or "")
+    """What the chat template writes after an assistant answer, up to the end-of-turn marker."""
+    sentinel = "LINKLMANSWER"
+    full = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "u"}, {"role": "assistant", "content": sentinel}],
+        tokenize=False,
     )
+    after = full.split(sentinel, 1)[1]
+    if END_OF_TURN in after:
+        return after[: after.index(END_OF_TURN) + len(END_OF_TURN)]
+    return tokenizer.eos_token or ""
 
 
 def tokenize(df: pl.DataFrame, prompt_format: PromptFormat, tokenizer) -> Dataset:
-    """input_ids, labels (-100 on the prompt) and length for every row."""
-    prompts = tokenizer(prompt_texts(df, prompt_format, tokenizer), add_special_tokens=False)[
-        "input_ids"
-    ]
+    """input_ids, labels (-100 on the prompt) and length for every row.
+
+    The whole conversation is tokenised as one text (so a subword tokenizer sees the same
+    boundaries as at inference), and the prompt's tokens are found from character offsets.
+    """
+    prompts = prompt_texts(df, prompt_format, tokenizer)
     suffix = answer_suffix(tokenizer)
-    answers = tokenizer([a + suffix for a in prompt_format.answers(df)], add_special_tokens=False)[
-        "input_ids"
-    ]
-    input_ids = [p + a for p, a in zip(prompts, answers, strict=True)]
-    labels = [[-100] * len(p) + a for p, a in zip(prompts, answers, strict=True)]
+    full = [p + a + suffix for p, a in zip(prompts, prompt_format.answers(df), strict=True)]
+    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    input_ids, labels = [], []
+    for ids, offsets, prompt in zip(
+        encoded["input_ids"], encoded["offset_mapping"], prompts, strict=True
+    ):
+        n_prompt = sum(1 for start, _ in offsets if start < len(prompt.rstrip()))
+        input_ids.append(ids)
+        labels.append([-100] * n_prompt + ids[n_prompt:])
     return Dataset.from_dict(
         {
             "scenario_id": df["scenario_id"].to_list(),
