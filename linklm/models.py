@@ -61,6 +61,7 @@ class DefaultSpec:
     num_key_value_heads: int = 2
     head_dim: int = 32
     max_position_embeddings: int = 256
+    rope_theta: float = 10_000.0  # Gemma's 1e6 for global layers blurs short-range positions
     seed: int = 0
 
 
@@ -97,6 +98,10 @@ def build_default(folder: Path, spec: DefaultSpec = DefaultSpec()) -> Path:
         max_position_embeddings=spec.max_position_embeddings,
         sliding_window=spec.max_position_embeddings,
         layer_types=["full_attention"] * spec.num_hidden_layers,
+        rope_parameters={
+            "full_attention": {"rope_type": "default", "rope_theta": spec.rope_theta},
+            "sliding_attention": {"rope_type": "default", "rope_theta": spec.rope_theta},
+        },
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")],
@@ -116,7 +121,7 @@ def build_default(folder: Path, spec: DefaultSpec = DefaultSpec()) -> Path:
 def resolve(name_or_path: str) -> str:
     """A local checkpoint folder for a registered name or path; a hub id is returned as is."""
     if name_or_path == DEFAULT_MODEL:
-        folder = home() / "models" / "linklm-default-v1"
+        folder = home() / "models" / "linklm-default-v2"
         if not (folder / "config.json").exists():
             log.info("building the offline default model in %s", folder)
             _build_atomically(folder, build_default)
