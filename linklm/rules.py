@@ -42,6 +42,18 @@ class Check:
     severity: str = "error"
 
 
+def _generator_table_check(name: str, table: dict[tuple[str, str], tuple[float, float]]) -> Check:
+    """A warning: legal, but outside the generator's range for the row's environment/density."""
+    inside = pl.col(name).is_between(_env_table(table, 0) - TOL, _env_table(table, 1) + TOL)
+    return Check(
+        name,
+        "table",
+        inside,
+        "outside the generator's range for its environment/density",
+        "warning",
+    )
+
+
 def _coordinate_checks(name: str) -> list[Check]:
     c = pl.col(name)
     return [
@@ -94,16 +106,7 @@ def row_checks() -> list[Check]:
             _between("noise_floor_dbm", -115, -82, TOL),
             "outside -115..-82 dBm",
         ),
-        Check(
-            "noise_floor_dbm",
-            "table",
-            pl.col("noise_floor_dbm").is_between(
-                _env_table(schema.NOISE_FLOOR_RANGE, 0) - TOL,
-                _env_table(schema.NOISE_FLOOR_RANGE, 1) + TOL,
-            ),
-            "outside the generator's range for its environment/density",
-            "warning",
-        ),
+        _generator_table_check("noise_floor_dbm", schema.NOISE_FLOOR_RANGE),
         Check(
             "noise_dbm",
             "range",
@@ -128,28 +131,11 @@ def row_checks() -> list[Check]:
             _between("channel_utilization_pct", 0, 100),
             "outside 0..100 %",
         ),
-        Check(
-            "channel_utilization_pct",
-            "table",
-            pl.col("channel_utilization_pct").is_between(
-                _env_table(schema.UTILIZATION_RANGE, 0) - TOL,
-                _env_table(schema.UTILIZATION_RANGE, 1) + TOL,
-            ),
-            "outside the generator's range for its environment/density",
-            "warning",
-        ),
+        _generator_table_check("channel_utilization_pct", schema.UTILIZATION_RANGE),
         Check(
             "fresnel_clear_pct", "range", _between("fresnel_clear_pct", 0, 100), "outside 0..100 %"
         ),
-        Check(
-            "fresnel_clear_pct",
-            "table",
-            pl.col("fresnel_clear_pct").is_between(
-                _env_table(schema.FRESNEL_RANGE, 0) - TOL, _env_table(schema.FRESNEL_RANGE, 1) + TOL
-            ),
-            "outside the generator's range for its environment/density",
-            "warning",
-        ),
+        _generator_table_check("fresnel_clear_pct", schema.FRESNEL_RANGE),
         Check(
             "weather_temp_c",
             "range",

@@ -198,3 +198,19 @@ def test_tampered_dataset_folder_is_not_validated(small_dataset, tmp_path):
     chunk.write_bytes(chunk.read_bytes()[:-1] + b"\0")
     with pytest.raises(DatasetError, match="chunk-00002.parquet"):
         validate.validate_path(copy)
+
+
+def test_value_outside_the_generators_table_is_a_warning_not_an_error(good_text, tmp_path):
+    row = good_text.row(6, named=True)
+    env = (row["environment_type"], row["area_density"])
+    from linklm import schema
+
+    lo, hi = schema.FRESNEL_RANGE[env]
+    outside = 10.0 if lo > 10 else None
+    if outside is None:
+        pytest.skip("row's fresnel table starts at 0")
+    result = validate.validate_path(
+        _write(_set(good_text, 6, "fresnel_clear_pct", str(outside)), tmp_path)
+    )
+    warnings = result.problems.filter(pl.col("severity") == "warning")
+    assert warnings.select("row", "column", "check").rows() == [(6, "fresnel_clear_pct", "table")]
