@@ -92,9 +92,12 @@ def rank_channels(
     channels = rows["available_channels_mhz"].to_list()
     ranked: list[list[tuple[int, float]]] = []
     for part in _batches(len(texts), batch_size):
-        batch = tokenizer(texts[part], add_special_tokens=False, return_tensors="pt", padding=True)
-        logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float()
-        logprobs = torch.log_softmax(logits, dim=-1)
+        if prompt_format.kind == "numtok-v1":  # a channel is one token: one forward per batch
+            batch = tokenizer(
+                texts[part], add_special_tokens=False, return_tensors="pt", padding=True
+            )
+            logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
         for i, row_channels in enumerate(channels[part]):
             ids = _single_token_ids(tokenizer, prompt_format, row_channels)
             if ids is None:

@@ -28,11 +28,18 @@ def split_config_of(data_dir: Path) -> SplitConfig:
     return SplitConfig(**record["key"]["split"]) if record else SplitConfig()
 
 
-def split_rows(data_dir: Path, split: str, max_rows: int | None = None) -> pl.DataFrame:
-    """The rows of one split of an intact dataset, quarantined rows left out, in id order."""
+def split_rows(
+    data_dir: Path, split: str, max_rows: int | None = None, manifest: dict | None = None
+) -> pl.DataFrame:
+    """The rows of one split of an intact dataset, quarantined rows left out, in id order.
+
+    Pass the ``manifest`` that ``dataset.require_intact`` returned to skip hashing every
+    chunk again; without it the dataset is verified here.
+    """
     data_dir = Path(data_dir)
-    dataset.require_intact(data_dir)
-    ids = dataset.scan(data_dir).select("scenario_id").collect()["scenario_id"]
+    manifest = manifest or dataset.require_intact(data_dir)
+    rows = pl.scan_parquet([str(p) for p in dataset.chunk_paths(data_dir, manifest)])
+    ids = rows.select("scenario_id").collect()["scenario_id"]
     chosen = ids.filter(
         pl.Series(shards.split_of(ids.to_numpy(), split_config_of(data_dir)) == split)
     )
@@ -43,7 +50,7 @@ def split_rows(data_dir: Path, split: str, max_rows: int | None = None) -> pl.Da
             chosen = chosen.filter(~chosen.is_in(bad))
     if max_rows is not None:
         chosen = chosen.head(max_rows)
-    return dataset.scan(data_dir).filter(pl.col("scenario_id").is_in(chosen.implode())).collect()
+    return rows.filter(pl.col("scenario_id").is_in(chosen.implode())).collect()
 
 
 def prompt_texts(df: pl.DataFrame, prompt_format: PromptFormat, tokenizer) -> list[str]:

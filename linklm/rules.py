@@ -55,25 +55,11 @@ def _generator_table_check(name: str, table: dict[tuple[str, str], tuple[float, 
 
 
 def _coordinate_checks(name: str) -> list[Check]:
+    """Shape and elevation of either device; lat/lon ranges only for device A (B is checked
+    as an offset from A)."""
     c = pl.col(name)
-    return [
+    checks = [
         Check(name, "shape", c.list.len() == 3, "must be [lat, lon, elevation_m]"),
-        Check(
-            name,
-            "range",
-            c.list.get(0, null_on_oob=True).is_between(*schema.LAT_RANGE)
-            if name.startswith("device_a")
-            else pl.lit(True),
-            f"latitude outside {schema.LAT_RANGE}",
-        ),
-        Check(
-            name,
-            "range",
-            c.list.get(1, null_on_oob=True).is_between(*schema.LON_RANGE)
-            if name.startswith("device_a")
-            else pl.lit(True),
-            f"longitude outside {schema.LON_RANGE}",
-        ),
         Check(
             name,
             "range",
@@ -81,6 +67,14 @@ def _coordinate_checks(name: str) -> list[Check]:
             f"elevation outside {schema.ELEVATION_RANGE} m",
         ),
     ]
+    if name == "device_a_coordinates":
+        for index, label, bounds in (
+            (0, "latitude", schema.LAT_RANGE),
+            (1, "longitude", schema.LON_RANGE),
+        ):
+            inside = c.list.get(index, null_on_oob=True).is_between(*bounds)
+            checks.append(Check(name, "range", inside, f"{label} outside {bounds}"))
+    return checks
 
 
 def row_checks() -> list[Check]:

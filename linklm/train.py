@@ -212,13 +212,13 @@ def prepare(config: TrainConfig, token: str | None = None) -> Prepared:
     model = loaded.model
     if config.mode in ("lora", "qlora"):
         model = _apply_adapters(model, config)
-    train_rows = examples.split_rows(config.data_dir, "train", config.max_rows)
+    train_rows = examples.split_rows(config.data_dir, "train", config.max_rows, manifest)
     if train_rows.height == 0:
         raise TrainingError(f"{config.data_dir}: the train split is empty")
     train_set = examples.tokenize(train_rows, prompt_format, loaded.tokenizer)
     eval_set = None
     if config.eval_rows:
-        eval_rows = examples.split_rows(config.data_dir, "validation", config.eval_rows)
+        eval_rows = examples.split_rows(config.data_dir, "validation", config.eval_rows, manifest)
         eval_set = (
             examples.tokenize(eval_rows, prompt_format, loaded.tokenizer)
             if eval_rows.height

@@ -87,6 +87,7 @@ def _problems_for(df, tmp_path):
         ("available_channels_mhz", "[5180, 5180x]", "type", "not a list"),
         ("image_obstruction_detected", "maybe", "type", "not a boolean"),
         ("link_distance_m", "12", "haversine", "haversine"),
+        ("device_a_coordinates", "[40.0, 35.5, 100.0]", "range", "latitude outside"),
     ],
 )
 def test_bad_cell_is_reported_with_row_and_id(good_text, tmp_path, column, value, check, text):
