@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from transformers import TrainerCallback
 
-from linklm import baselines, dataset, evaluate, examples, train
+from linklm import answers as model_answers
+from linklm import baselines, dataset, examples, train
 from linklm.config import GenerationConfig, TrainConfig
 
 
@@ -57,6 +58,19 @@ def _seconds_per_step(config: TrainConfig, prepared: train.Prepared, work: Path)
     return clock.seconds_per_step()
 
 
+def _train_for(config: TrainConfig, budget_s: float, work: Path):
+    """Calibrate the step time, then train for ``budget_s`` with the schedule spanning it."""
+    prepared = train.prepare(config)
+    steps = max(50, int(budget_s / _seconds_per_step(config, prepared, work)))
+    config = config.model_copy(update={"max_steps": steps, "warmup_steps": min(100, steps // 10)})
+    prepared = train.prepare(config)  # fresh weights: calibration trained the first copy
+    trainer = train.build_trainer(
+        config, prepared, work / config.run_name, callbacks=[TimeBudget(budget_s)]
+    )
+    trainer.train()
+    return trainer, prepared
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget-s", type=float, default=600)
@@ -68,6 +82,13 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data-dir", type=Path, help="reuse a dataset folder")
+    parser.add_argument(
+        "--channel-stage-s",
+        type=float,
+        default=0.0,
+        help="staged training: the first this many seconds of the budget train the channel "
+        "alone, the rest continues from those weights on the full answer",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -92,15 +113,14 @@ def main() -> None:
         save_steps=10**9,
         logging_steps=100,
     )
-    prepared = train.prepare(config)
-    steps = max(50, int(args.budget_s / _seconds_per_step(config, prepared, work)))
-    config = config.model_copy(update={"max_steps": steps, "warmup_steps": min(100, steps // 10)})
-    prepared = train.prepare(config)  # fresh weights: calibration trained the first copy
-    trainer = train.build_trainer(
-        config, prepared, work / "quality", callbacks=[TimeBudget(args.budget_s)]
-    )
     started = time.perf_counter()
-    trainer.train()
+    stage_s = min(args.channel_stage_s, args.budget_s)
+    if stage_s > 0:  # stage 1: the channel alone, saved, then the full answer from there
+        first = config.model_copy(update={"target": "channel", "run_name": "stage1"})
+        trainer, prepared = _train_for(first, stage_s, work)
+        train.save_run(first, prepared, trainer, work / "stage1", stage_s)
+        config = config.model_copy(update={"model": str(work / "stage1" / "model")})
+    trainer, prepared = _train_for(config, args.budget_s - stage_s, work)
     seconds = time.perf_counter() - started
     tokens = trainer.state.num_input_tokens_seen
 
@@ -109,8 +129,8 @@ def main() -> None:
     truth_ch = test["recommended_channel_mhz"].to_numpy()
     truth_tp = test["expected_throughput_mbps"].to_numpy()
     model, tok, fmt = trainer.model, prepared.tokenizer, prepared.prompt_format
-    answers = evaluate.generate(model, tok, fmt, test)
-    ranked = evaluate.rank_channels(model, tok, fmt, test)
+    answers = model_answers.generate(model, tok, fmt, test)
+    ranked = model_answers.rank_channels(model, tok, fmt, test)
     top1 = np.array([r[0][0] for r in ranked])
     top3 = np.array([t in [c for c, _ in r[:3]] for t, r in zip(truth_ch, ranked, strict=True)])
     tp = np.where(answers.valid, answers.throughput, baselines.mean_throughput(train_rows, test))
@@ -119,7 +139,8 @@ def main() -> None:
         return float(np.mean(np.abs(pred - truth_tp)))
 
     print(
-        f"trained {trainer.state.global_step} steps in {seconds:.0f} s ({tokens / seconds:,.0f} tokens/s), "
+        (f"stage 1: channel alone for {stage_s:.0f} s; stage 2: " if stage_s > 0 else "")
+        + f"trained {trainer.state.global_step} steps in {seconds:.0f} s ({tokens / seconds:,.0f} tokens/s), "
         f"{len(prepared.train_set)} train rows, target {args.target}, weights channel {args.channel_weight} "
         f"throughput {args.throughput_weight}; {len(test)} test rows"
     )

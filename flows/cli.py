@@ -37,19 +37,27 @@ def add_model_options(parser, model_cls) -> None:
 
     for name, field in model_cls.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        help_text = field.description or ""
+        help_text = (field.description or "").replace("%", "%%")  # argparse formats help
         if field.annotation is bool:
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
         elif typing.get_origin(field.annotation) is tuple:
             parser.add_argument(flag, default=None, help=f"comma-separated. {help_text}")
+        elif field.is_required():
+            parser.add_argument(flag, default=None, help=f"{help_text} (required)")
         else:
-            parser.add_argument(flag, default=None, help=f"{help_text} (default {field.default})")
+            default = str(field.get_default(call_default_factory=True)).replace("%", "%%")
+            parser.add_argument(flag, default=None, help=f"{help_text} (default {default})")
 
 
-def model_from_options(model_cls, args):
-    """The config from parsed options; unset options keep the config's defaults."""
+def model_from_options(model_cls, args, base: dict | None = None):
+    """The config from parsed options; unset options keep ``base``'s values, then defaults."""
+    return model_cls(**((base or {}) | options_given(model_cls, args)))
+
+
+def options_given(model_cls, args) -> dict:
+    """Only the options the user typed, converted for pydantic."""
     import typing
 
     values = {}
@@ -60,4 +68,4 @@ def model_from_options(model_cls, args):
         if typing.get_origin(field.annotation) is tuple:
             value = tuple(v.strip() for v in value.split(",") if v.strip())
         values[name] = value
-    return model_cls(**values)
+    return values

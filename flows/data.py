@@ -4,6 +4,7 @@
     python -m flows.data --n-rows 20000 --stratify-by image_obstruction_detected --balance oversample
     python -m flows.data verify runs/data                             # check chunks vs manifest
     python -m flows.data validate links.csv                           # check any CSV/Parquet/folder
+    python -m flows.data --n-rows 10000000 --dask-address tcp://scheduler:8786 --out-dir /shared/data
 
 Or from Python: ``data_flow(DataFlowConfig(...))``. A re-run with the same config skips every
 chunk whose SHA256 verifies and regenerates missing or corrupt ones; the later steps are
@@ -32,6 +33,7 @@ from flows.cli import fail, run_cli
 from linklm import dataset, export, schema, shards, simulate, validate
 from linklm.config import DataFlowConfig, GenerationConfig, PromptConfig, SplitConfig
 from tasks import data as t
+from tasks import storage as t_storage
 
 WORKERS = 2
 
@@ -100,8 +102,10 @@ def data_flow(config: DataFlowConfig = DataFlowConfig()) -> dict:  # noqa: B008 
         )
     finally:
         folder_lock.release()
+    published = t_storage.publish_folder(out, config.artifacts_url, "data", sha[:12])
     result = {
         "out_dir": str(out),
+        "artifacts": published,
         "dataset_sha256": sha,
         "rows": manifest["rows"],
         "bad_rows": summary["bad_rows"],
@@ -133,11 +137,29 @@ def _publish_validation(summary: dict, manifest: dict) -> None:
     )
 
 
-def run_data_flow(config: DataFlowConfig, workers: int = WORKERS) -> dict:
-    """The data flow with ``workers`` threads generating chunks (the bytes do not change)."""
+def task_runner(workers: int = WORKERS, dask_address: str | None = None):
+    """Threads on this machine, or the workers of a running Dask cluster (``tcp://host:8786``).
+
+    On a cluster every chunk task runs on some Dask worker, so ``out_dir`` must be a folder
+    all of them and this machine share (NFS, a mounted bucket), and the Prefect API must be
+    a server they can all reach. The bytes of the dataset do not depend on the runner.
+    """
+    if dask_address:
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError:
+            fail("--dask-address needs prefect-dask: pip install '.[dask]'")
+        return DaskTaskRunner(address=dask_address)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    return data_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))(config)
+    return ThreadPoolTaskRunner(max_workers=workers)
+
+
+def run_data_flow(
+    config: DataFlowConfig, workers: int = WORKERS, dask_address: str | None = None
+) -> dict:
+    """The data flow on ``workers`` threads, or on a Dask cluster (the bytes do not change)."""
+    return data_flow.with_options(task_runner=task_runner(workers, dask_address))(config)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -171,6 +193,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-export", action="store_true", help="skip the CSV/ZIP export")
     run.add_argument("--workers", type=int, default=WORKERS, help="threads generating chunks")
     run.add_argument(
+        "--dask-address",
+        help="generate chunks on a Dask cluster (tcp://host:8786); out_dir must be shared",
+    )
+    run.add_argument(
+        "--artifacts-url", help="folder or fsspec URL the finished dataset is copied to"
+    )
+    run.add_argument(
         "--overwrite", action="store_true", help="replace a dataset made with another config"
     )
     ver = sub.add_parser("verify", help="check a dataset's chunks against its manifest")
@@ -203,6 +232,7 @@ def config_from_args(args: argparse.Namespace) -> DataFlowConfig:
         export_csv=not args.no_export,
         shard_rows=args.shard_rows,
         overwrite=args.overwrite,
+        artifacts_url=args.artifacts_url,
     )
 
 
@@ -241,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"invalid option workers: must be >= 1, got {args.workers}")
     # Fail before starting Prefect when the folder belongs to another config.
     dataset.check_compatible(config.out_dir, config.generation, config.overwrite)
-    result = run_data_flow(config, args.workers)
+    result = run_data_flow(config, args.workers, args.dask_address)
     print(
         f"dataset {result['dataset_sha256'][:12]}: {result['rows']} rows, splits {result['splits']}, in {result['out_dir']}"
     )

@@ -19,8 +19,9 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from flows.cli import add_model_options, model_from_options, run_cli
 from linklm.config import TrainConfig
-from linklm.train import check_qlora_possible, last_checkpoint, run_dir_of
+from linklm.train import check_qlora_possible, last_checkpoint, run_dir_of, saved_config
 from tasks import secrets
+from tasks import storage as t_storage
 from tasks import train as t
 
 
@@ -68,6 +69,9 @@ def train_flow(config: TrainConfig = TrainConfig()) -> dict:  # noqa: B008 (UI f
         link_text=str(run_dir_of(config)),
     )
     create_markdown_artifact(key="train-summary", markdown=_summary_markdown(summary))
+    summary["artifacts"] = t_storage.publish_folder(
+        run_dir_of(config), config.artifacts_url, "train", run_dir_of(config).name
+    )
     logger.info("run saved in %s", summary["run_dir"])
     return summary
 
@@ -79,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     add_model_options(parser, TrainConfig)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     config = model_from_options(TrainConfig, args)
+    if config.resume:  # continue with the settings the run started with, unless overridden
+        started = saved_config(run_dir_of(config))
+        if started is not None:
+            config = model_from_options(TrainConfig, args, base=started | {"resume": True})
     # Fail before Prefect starts when the answer is known already.
     if config.mode == "qlora":
         check_qlora_possible()

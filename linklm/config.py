@@ -100,6 +100,11 @@ class DataFlowConfig(BaseModel):
     export_csv: bool = True
     shard_rows: int = Field(50_000, gt=0, description="Rows per JSONL shard file.")
     overwrite: bool = Field(False, description="Replace a dataset made with another config.")
+    artifacts_url: str | None = Field(
+        None,
+        description="Folder or fsspec URL (a mounted Drive, file://, s3://, gs://) the results are "
+        "copied to when finished; default $LINKLM_ARTIFACTS_URL, else no copy.",
+    )
 
 
 Mode = Literal["full", "lora", "qlora"]
@@ -143,6 +148,11 @@ class TrainConfig(BaseModel):
     eval_steps: int = Field(200, gt=0)
     logging_steps: int = Field(20, gt=0)
     resume: bool = Field(False, description="Continue from the run's last checkpoint.")
+    artifacts_url: str | None = Field(
+        None,
+        description="Folder or fsspec URL the run folder is copied to when finished; default "
+        "$LINKLM_ARTIFACTS_URL, else no copy.",
+    )
     dry_run: bool = Field(False, description="Build everything, one forward/backward, stop.")
 
     @model_validator(mode="after")
@@ -152,3 +162,220 @@ class TrainConfig(BaseModel):
         if self.resume and not self.run_name:
             raise ValueError("resume needs run_name (the run folder to continue)")
         return self
+
+
+Split = Literal["train", "validation", "test"]  # the names the shards and split_rows use
+
+
+class EvalConfig(BaseModel):
+    """One evaluation: a trained model (or run folder) against baselines on a dataset split."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        "latest",
+        description="A run folder, a model folder, a registered name, or 'latest': the newest "
+        "finished run under runs_dir.",
+    )
+    runs_dir: Path = Field(Path("runs/train"), description="Where 'latest' looks for runs.")
+    data_dir: Path = Field(Path("runs/data"), description="A dataset folder made by the data flow.")
+    split: Split = "test"
+    max_rows: int | None = Field(2000, gt=0, description="Cap on evaluated rows (None: all).")
+    baseline_train_rows: int = Field(
+        20_000, gt=0, description="Training rows the baselines learn their statistics from."
+    )
+    tabular_rows: int = Field(
+        5000, gt=0, description="Training rows of the scikit-learn baseline (trees are O(rows))."
+    )
+    batch_size: int = Field(64, gt=0)
+    rank: bool = Field(True, description="Rank every available channel (top-k); costs a forward.")
+    out_dir: Path | None = Field(None, description="Default: <run folder>/eval-<split>.")
+    artifacts_url: str | None = Field(
+        None,
+        description="Folder or fsspec URL the evaluation folder is copied to when finished; "
+        "default $LINKLM_ARTIFACTS_URL, else no copy.",
+    )
+    seed: int = 0
+
+
+class DemoConfig(BaseModel):
+    """The one-command demo: defaults that finish in under 10 minutes on a 2-core CPU."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    out_dir: Path = Path("runs/demo")
+    n_rows: int = Field(30_000, gt=0, description="Rows generated (80 % train, 10 % val/test).")
+    seed: int = Field(0, ge=0)
+    model: str = Field("linklm-default", description="Registered name, local folder or hub id.")
+    mode: Mode = "full"
+    max_steps: int = Field(2000, gt=0, description="Training steps (batch_size rows each).")
+    batch_size: int = Field(32, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    eval_rows: int = Field(1000, gt=0, description="Test rows the model and baselines answer.")
+    epochs: float | None = Field(
+        None, gt=0, description="Passes over the training rows; replaces max_steps when set."
+    )
+    artifacts_url: str | None = Field(
+        None,
+        description="Folder or fsspec URL (a mounted Drive, file://, s3://, gs://) the results are "
+        "copied to when finished; default $LINKLM_ARTIFACTS_URL, else no copy.",
+    )
+
+
+Metric = Literal["top1", "top1_ranked", "top3", "throughput_mae"]
+LOWER_IS_BETTER: frozenset[str] = frozenset({"throughput_mae"})
+
+
+class ExperimentBase(BaseModel):
+    """What a learning curve and a sweep share: the data, the model and how to score it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Field(
+        Path("runs/data"), description="Dataset folder; built by the data flow if missing."
+    )
+    n_rows: int = Field(20_000, gt=0, description="Rows to generate when data_dir is missing.")
+    model: str = Field("linklm-default", description="Registered name, local folder or hub id.")
+    eval_rows: int = Field(1000, gt=0, description="Test rows every trained model answers.")
+    seed: int = 0
+    artifacts_url: str | None = Field(
+        None,
+        description="Folder or fsspec URL (a mounted Drive, file://, s3://, gs://) the results are "
+        "copied to when finished; default $LINKLM_ARTIFACTS_URL, else no copy.",
+    )
+
+
+class LearningCurveConfig(ExperimentBase):
+    """Train and evaluate on increasing numbers of training rows, same test rows for all."""
+
+    out_dir: Path = Path("runs/learning-curve")
+    sizes: tuple[int, ...] = Field((1000, 3000, 10_000), description="Training rows per point.")
+    mode: Mode = "full"
+    epochs: float = Field(3.0, gt=0, description="Passes over each size's rows.")
+    batch_size: int = Field(32, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+
+    @field_validator("sizes")
+    @classmethod
+    def _increasing(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(v <= 0 for v in value) or list(value) != sorted(set(value)):
+            raise ValueError(f"sizes must be positive and strictly increasing: {list(value)}")
+        return value
+
+
+SWEEPABLE = (
+    "mode",
+    "learning_rate",
+    "lora_r",
+    "lora_alpha",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "weight_decay",
+    "lr_scheduler",
+    "channel_weight",
+    "throughput_weight",
+)
+
+
+class SweepConfig(ExperimentBase):
+    """A grid (every combination) or an explicit list of TrainConfig settings, ranked."""
+
+    out_dir: Path = Path("runs/sweep")
+    grid: dict[str, list] = Field(
+        default_factory=lambda: {"learning_rate": [3e-4, 1e-3, 3e-3]},
+        description="Setting -> values; every combination is one trial.",
+    )
+    trials: list[dict] = Field(
+        default_factory=list, description="Explicit trials (used instead of grid when given)."
+    )
+    max_rows: int | None = Field(10_000, gt=0, description="Training rows per trial.")
+    max_steps: int = Field(300, description="Steps per trial unless a trial sets its own.")
+    metric: Metric = "top1"
+
+    @model_validator(mode="after")
+    def _known_settings(self) -> SweepConfig:
+        for trial in self.expanded():
+            unknown = set(trial) - set(SWEEPABLE)
+            if unknown:
+                raise ValueError(
+                    f"cannot sweep {sorted(unknown)}; sweepable settings: {list(SWEEPABLE)}"
+                )
+            TrainConfig(**trial)  # every value must be a valid setting
+        return self
+
+    def expanded(self) -> list[dict]:
+        """The trials: the explicit list, or the grid's cartesian product in grid order."""
+        if self.trials:
+            return [dict(t) for t in self.trials]
+        import itertools
+
+        keys = list(self.grid)
+        return [
+            dict(zip(keys, values, strict=True))
+            for values in itertools.product(*self.grid.values())
+        ]
+
+
+class PredictConfig(BaseModel):
+    """Batch scoring: a trained model answers every link of a file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        "champion", description="Run folder, model folder, registered name, or 'champion'."
+    )
+    input: str = Field(
+        ..., description="CSV, JSON, JSON lines or Parquet: a path, an fsspec URL, or '-'."
+    )
+    output: str = Field(
+        "predictions.csv", description="Where the answers go (.csv, .jsonl or .parquet; '-')."
+    )
+    fallback: Literal["none", "heuristic"] = Field(
+        "none", description="heuristic: the quietest channel replaces an unusable answer."
+    )
+    batch_size: int = Field(64, gt=0)
+    registry: Path | None = Field(None, description="Registry file for 'champion'.")
+
+
+class RetrainConfig(BaseModel):
+    """Scheduled retraining: fresh data -> challenger -> frozen test rows -> promote if better."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    registry: Path = Field(
+        Path("runs/registry/registry.json"), description="The champion registry file."
+    )
+    frozen_dir: Path = Field(
+        Path("runs/registry/frozen-test"),
+        description="The frozen test set every challenger and the champion answer; made once.",
+    )
+    frozen_rows: int = Field(
+        10_000, gt=0, description="Rows of the frozen dataset (its test split is about 10 %)."
+    )
+    frozen_seed: int = Field(
+        1_000_003, ge=0, description="Seed of the frozen dataset; never change it for a registry."
+    )
+    data_dir: Path | None = Field(
+        None, description="Pick up this dataset folder instead of generating fresh data."
+    )
+    n_rows: int = Field(30_000, gt=0, description="Rows of fresh data when data_dir is None.")
+    data_seed: int | None = Field(
+        None, ge=0, description="Seed of the fresh data; None: a new one from the clock."
+    )
+    out_dir: Path = Field(Path("runs/retrain"), description="Fresh data and challenger runs.")
+    model: str = Field("linklm-default", description="Registered name, local folder or hub id.")
+    mode: Mode = "full"
+    max_steps: int = Field(2000, gt=0)
+    batch_size: int = Field(32, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    seed: int = 0
+    metric: Metric = Field(
+        "top1_ranked", description="What a challenger must beat the champion on."
+    )
+    eval_rows: int = Field(1000, gt=0, description="Frozen test rows every model answers.")
+    artifacts_url: str | None = Field(
+        None,
+        description="Folder or fsspec URL the challenger's run and the registry are copied to; "
+        "default $LINKLM_ARTIFACTS_URL, else no copy.",
+    )

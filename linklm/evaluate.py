@@ -1,127 +1,260 @@
-"""Model answers on dataset rows: batched greedy generation and ranked channel candidates.
+"""Evaluate a trained model on a dataset split, beside the baselines and the physics oracle.
 
-Greedy generation answers what a user would get; ranking scores every available channel by
-the model's log-likelihood of answering it, which gives top-k and was the stronger channel
-read-out in every run measured here. Unparseable answers are counted, never raised.
+The model answers every row greedily (what a user gets) and, with ``rank``, scores every
+available channel (top-k). Baselines predict the same rows and all systems go through the
+same metric code. Outputs in the evaluation folder: ``predictions.parquet/.csv`` (the
+model, per row), ``baseline_predictions.parquet`` (every baseline, per row, with a
+``system`` column) and ``metrics.json`` (everything a report shows).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import logging
+import time
+from pathlib import Path
 
-import numpy as np
 import polars as pl
-import torch
 
-from linklm import examples
-from linklm.formats import PromptFormat
-from linklm.prompts import AnswerError
+from linklm import (
+    answers,
+    atomic,
+    baselines,
+    card,
+    dataset,
+    examples,
+    metrics,
+    models,
+    predictions,
+)
+from linklm.config import EvalConfig
+from linklm.errors import LinkLMError
+from linklm.train import RUN_FILE
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+BASELINE_FILE = "baseline_predictions.parquet"
+MODEL = "fine-tuned model"
+HEURISTIC = "quietest channel (scan)"
 
 
-@dataclass
-class Answers:
-    raw: list[str]
-    channel: np.ndarray  # -1 where the answer did not parse
-    throughput: np.ndarray  # nan where the answer did not parse
-    valid: np.ndarray
+class EvaluationError(LinkLMError):
+    """The model, run or split to evaluate cannot be used."""
 
 
-def _batches(n: int, size: int):
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
-
-def _max_new_tokens(prompt_format: PromptFormat) -> int:
-    return 4 if prompt_format.kind == "numtok-v1" else 48
-
-
-@torch.inference_mode()
-def generate(
-    model, tokenizer, prompt_format: PromptFormat, rows: pl.DataFrame, batch_size: int = 64
-) -> Answers:
-    """Greedy answers for every row, batched with left padding and the KV cache."""
-    model.eval()
-    texts = examples.prompt_texts(rows, prompt_format, tokenizer)
-    raw: list[str] = []
-    for part in _batches(len(texts), batch_size):
-        batch = tokenizer(texts[part], add_special_tokens=False, return_tensors="pt", padding=True)
-        out = model.generate(
-            **batch,
-            max_new_tokens=_max_new_tokens(prompt_format),
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
+def latest_run(runs_dir: Path) -> Path:
+    """The most recently finished training run under ``runs_dir``."""
+    finished = sorted(Path(runs_dir).glob(f"*/{RUN_FILE}"), key=lambda p: p.stat().st_mtime)
+    if not finished:
+        raise EvaluationError(
+            f"{runs_dir}: no finished training run; train one (python -m flows.train) or "
+            "pass --model"
         )
-        raw += tokenizer.batch_decode(
-            out[:, batch["input_ids"].shape[1] :], skip_special_tokens=False
+    return finished[-1].parent
+
+
+def model_source(config: EvalConfig) -> tuple[str, Path | None]:
+    """(what models.load takes, the run folder if the model came from one)."""
+    name = config.model
+    run_dir = latest_run(config.runs_dir) if name == "latest" else Path(name).expanduser()
+    if (run_dir / RUN_FILE).exists():
+        for sub in ("model", "adapter"):
+            if (run_dir / sub).exists():
+                return str(run_dir / sub), run_dir
+        raise EvaluationError(f"{run_dir}: the run has neither model/ nor adapter/")
+    return name, None
+
+
+def check(config: EvalConfig) -> None:
+    """Fail fast on what is knowable without loading anything: model, output, dataset."""
+    source, run_dir = model_source(config)
+    models.resolve(source)
+    out_dir_of(config, run_dir)
+    if not (Path(config.data_dir) / "manifest.json").exists():
+        raise EvaluationError(
+            f"{config.data_dir}: no dataset (no manifest.json); build one with python -m flows.data"
         )
-    return parse_all(raw, prompt_format)
 
 
-def parse_all(raw: list[str], prompt_format: PromptFormat) -> Answers:
-    channel = np.full(len(raw), -1, dtype=np.int64)
-    throughput = np.full(len(raw), np.nan)
-    valid = np.zeros(len(raw), dtype=bool)
-    for i, text in enumerate(raw):
-        cleaned = text.replace("<pad>", " ").strip()
-        try:
-            parsed = prompt_format.parse(cleaned)
-        except AnswerError:
-            continue
-        valid[i] = True
-        channel[i] = parsed.get("recommended_channel_mhz", -1)
-        throughput[i] = parsed.get("expected_throughput_mbps", np.nan)
-    return Answers(raw, channel, throughput, valid)
+def out_dir_of(config: EvalConfig, run_dir: Path | None) -> Path:
+    if config.out_dir is not None:
+        return config.out_dir
+    if run_dir is None:
+        raise EvaluationError(
+            f"{config.model}: not a run folder, so there is no default output folder; "
+            "pass out_dir (--out-dir)"
+        )
+    return run_dir / f"eval-{config.split}"
 
 
-def _single_token_ids(
-    tokenizer, prompt_format: PromptFormat, channels: list[int]
-) -> list[int] | None:
-    if prompt_format.kind != "numtok-v1":
-        return None
-    ids = [tokenizer.convert_tokens_to_ids(f"c{c}") for c in channels]
-    return None if tokenizer.unk_token_id in ids else ids
-
-
-@torch.inference_mode()
-def rank_channels(
-    model, tokenizer, prompt_format: PromptFormat, rows: pl.DataFrame, batch_size: int = 64
-) -> list[list[tuple[int, float]]]:
-    """Every row's available channels, best first, scored by the answer's log-likelihood."""
-    model.eval()
-    texts = examples.prompt_texts(rows, prompt_format, tokenizer)
-    channels = rows["available_channels_mhz"].to_list()
-    ranked: list[list[tuple[int, float]]] = []
-    for part in _batches(len(texts), batch_size):
-        if prompt_format.kind == "numtok-v1":  # a channel is one token: one forward per batch
-            batch = tokenizer(
-                texts[part], add_special_tokens=False, return_tensors="pt", padding=True
+def model_predictions(loaded: models.LoadedModel, rows: pl.DataFrame, config: EvalConfig):
+    """The model's predictions frame and its timing."""
+    started = time.perf_counter()
+    greedy = answers.generate(
+        loaded.model, loaded.tokenizer, loaded.prompt_format, rows, config.batch_size
+    )
+    generate_seconds = time.perf_counter() - started
+    ranked = None
+    if config.rank and loaded.prompt_format.target != "throughput":
+        ranked = [
+            [c for c, _ in r]
+            for r in answers.rank_channels(
+                loaded.model, loaded.tokenizer, loaded.prompt_format, rows, config.batch_size
             )
-            logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float()
-            logprobs = torch.log_softmax(logits, dim=-1)
-        for i, row_channels in enumerate(channels[part]):
-            ids = _single_token_ids(tokenizer, prompt_format, row_channels)
-            if ids is None:
-                scores = _score_text_candidates(
-                    model, tokenizer, texts[part][i], prompt_format, row_channels
-                )
-            else:
-                scores = logprobs[i, ids].tolist()
-            ranked.append(
-                sorted(zip(row_channels, scores, strict=True), key=lambda cs: (-cs[1], cs[0]))
-            )
-    return ranked
+        ]
+    frame = predictions.frame(
+        rows,
+        channel=greedy.channel if loaded.prompt_format.target != "throughput" else None,
+        throughput=greedy.throughput if loaded.prompt_format.target != "channel" else None,
+        ranked=ranked,
+        raw=greedy.raw,
+    )
+    timing = {
+        "generate_seconds": round(generate_seconds, 2),
+        "examples_per_second": round(rows.height / generate_seconds, 1),
+        "invalid_answers": int((~greedy.valid).sum()),
+        "total_seconds": round(time.perf_counter() - started, 2),
+    }
+    return frame, timing
 
 
-def _score_text_candidates(
-    model, tokenizer, prompt: str, prompt_format: PromptFormat, channels: list[int]
-) -> list[float]:
-    """Sum of log-probs of the answer prefix naming each channel (multi-token answers)."""
-    prefix = '{"recommended_channel_mhz": ' if prompt_format.target != "throughput" else ""
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    scores = []
-    for channel in channels:
-        cand = tokenizer(prefix + str(channel), add_special_tokens=False)["input_ids"]
-        ids = torch.tensor([prompt_ids + cand])
-        logprobs = torch.log_softmax(model(ids).logits[0, len(prompt_ids) - 1 : -1].float(), dim=-1)
-        scores.append(float(logprobs[torch.arange(len(cand)), torch.tensor(cand)].sum()))
-    return scores
+def system_scores(name: str, kind: str, frame: pl.DataFrame) -> dict:
+    return {"name": name, "kind": kind} | metrics.score(frame)
+
+
+def standing(systems: list[dict]) -> dict:
+    """Where the model stands between the best simple baseline and the oracle.
+
+    ``gap_closed`` = (model - baseline) / (oracle - baseline): 0 is no better than the
+    baseline, 1 is the oracle; negative means worse than the baseline.
+    """
+    by_name = {s["name"]: s for s in systems}
+    model, oracle = by_name[MODEL], by_name[baselines.ORACLE]
+    out: dict = {}
+    channel_floor = by_name.get(HEURISTIC)
+    if model["channel"] and channel_floor:
+        m, b, o = (s["channel"]["top1"] for s in (model, channel_floor, oracle))
+        out["channel"] = {
+            "model": m,
+            "baseline": HEURISTIC,
+            "baseline_value": b,
+            "oracle": o,
+            "gap_closed": (m - b) / (o - b) if o != b else None,
+        }
+    throughput_floor = by_name.get("per-bandwidth mean throughput")
+    if model["throughput"] and throughput_floor and model["throughput"]["mae"] is not None:
+        m, b, o = (s["throughput"]["mae"] for s in (model, throughput_floor, oracle))
+        out["throughput"] = {
+            "model": m,
+            "baseline": "per-bandwidth mean throughput",
+            "baseline_value": b,
+            "oracle": o,
+            "gap_closed": (b - m) / (b - o) if o != b else None,
+        }
+    return out
+
+
+def _split_rows(config: EvalConfig) -> tuple[dict, pl.DataFrame, pl.DataFrame]:
+    """(manifest, evaluated rows, training rows the baselines learn from)."""
+    manifest = dataset.require_intact(config.data_dir)
+    rows = examples.split_rows(config.data_dir, config.split, config.max_rows, manifest)
+    if rows.height == 0:
+        raise EvaluationError(f"{config.data_dir}: the {config.split} split has no rows")
+    train_rows = examples.split_rows(config.data_dir, "train", config.baseline_train_rows, manifest)
+    return manifest, rows, train_rows
+
+
+def baseline_systems(config: EvalConfig) -> list[dict]:
+    """Scores of every baseline and the oracle alone (no model): the bar to clear."""
+    _, rows, train_rows = _split_rows(config)
+    frames = baselines.all_baselines(train_rows, rows, config.seed, config.tabular_rows)
+    return [
+        system_scores(name, "oracle" if name == baselines.ORACLE else "baseline", frame)
+        for name, frame in frames.items()
+    ]
+
+
+def evaluate(config: EvalConfig, token: str | None = None) -> dict:
+    """Run one evaluation and write its files; returns what ``metrics.json`` holds."""
+    source, run_dir = model_source(config)
+    out_dir = out_dir_of(config, run_dir)
+    manifest, rows, train_rows = _split_rows(config)
+    loaded = models.load(source, token=token)
+    log.info("evaluating %s on %d %s rows", source, rows.height, config.split)
+    model_frame, timing = model_predictions(loaded, rows, config)
+    baseline_frames = baselines.all_baselines(
+        train_rows, rows, config.seed, tabular_rows=config.tabular_rows
+    )
+    systems = [system_scores(MODEL, "model", model_frame)] + [
+        system_scores(name, "oracle" if name == baselines.ORACLE else "baseline", frame)
+        for name, frame in baseline_frames.items()
+    ]
+    result = {
+        "model": source,
+        "run_dir": str(run_dir) if run_dir else None,
+        "data_dir": str(config.data_dir),
+        "dataset_sha256": manifest["dataset_sha256"],
+        "split": config.split,
+        "rows": rows.height,
+        "prompt_format": loaded.prompt_format.model_dump(),
+        "timing": timing,
+        "systems": systems,
+        "standing": standing(systems),
+        "confusion_by_sub_band": metrics.confusion_by_sub_band(model_frame),
+        "per_channel": metrics.per_channel_report(model_frame),
+        "throughput_by_bandwidth": metrics.throughput_by_bandwidth(model_frame),
+        "slices": metrics.slice_metrics(model_frame),
+        "config": config.model_dump(mode="json"),
+    }
+    write_evaluation(out_dir, model_frame, baseline_frames, result)
+    if run_dir is not None and config.out_dir is None:
+        card.write_card(run_dir)  # the run's own evaluation: its model card carries it
+    result["out_dir"] = str(out_dir)
+    return result
+
+
+def write_evaluation(
+    out_dir: Path,
+    model_frame: pl.DataFrame,
+    baseline_frames: dict[str, pl.DataFrame],
+    result: dict,
+) -> None:
+    """Predictions first, metrics.json last: a folder with metrics.json is complete."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictions.write(model_frame, out_dir)
+    stacked = pl.concat(
+        [frame.with_columns(system=pl.lit(name)) for name, frame in baseline_frames.items()]
+    )
+    with atomic.atomic_path(out_dir / BASELINE_FILE) as tmp:
+        stacked.write_parquet(tmp)
+    atomic.write_json(out_dir / METRICS_FILE, result)
+
+
+def read_metrics(out_dir: Path) -> dict:
+    path = Path(out_dir) / METRICS_FILE
+    if not path.exists():
+        raise EvaluationError(f"{out_dir}: no {METRICS_FILE} (the evaluation did not finish)")
+    return json.loads(path.read_text())
+
+
+def headline(result: dict, name: str = MODEL) -> dict:
+    """One system's main numbers from an evaluation result (None where not applicable)."""
+    system = next(s for s in result["systems"] if s["name"] == name)
+    ch, tp = system.get("channel") or {}, system.get("throughput") or {}
+    return {
+        "top1": ch.get("top1"),
+        "top1_ranked": ch.get("top1_ranked"),
+        "top3": ch.get("top3"),
+        "throughput_mae": tp.get("mae"),
+        "throughput_rmse": tp.get("rmse"),
+    }
+
+
+def references(result: dict) -> list[dict]:
+    """Every baseline's and the oracle's headline numbers (reference lines of a chart)."""
+    return [
+        {"system": s["name"], "kind": s["kind"]} | headline(result, s["name"])
+        for s in result["systems"]
+        if s["kind"] != "model"
+    ]

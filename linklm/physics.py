@@ -74,6 +74,26 @@ def flat_scan(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return channels, scan, counts
 
 
+def channel_scores(
+    df: pl.DataFrame, flat: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(channels, scan, counts, snr, score) over the flattened (row, channel) pairs."""
+    channels, scan, counts = flat or flat_scan(df)
+    if np.any(counts == 0):
+        raise ValueError("every row needs at least one available channel")
+    row_of = np.repeat(np.arange(len(counts)), counts)
+    distance = df["link_distance_m"].to_numpy()
+    tx = df["tx_power_dbm"].to_numpy()
+    floor = df["noise_floor_dbm"].to_numpy()
+    loss = excess_loss_db(df)
+    # FSPL splits into a per-row distance term and a per-channel frequency term.
+    per_row = tx + schema.ANTENNA_GAINS_DB - loss - fspl_db(distance, 1.0)
+    rssi = per_row[row_of] - 20.0 * np.log10(channels)
+    snr = rssi - scan
+    score = snr - 0.25 * (scan - floor[row_of])
+    return channels, scan, counts, snr, score
+
+
 def oracle_labels(
     df: pl.DataFrame,
     labelled_channel: np.ndarray | None = None,
@@ -84,22 +104,9 @@ def oracle_labels(
     With ``labelled_channel`` it also returns that channel's score, so a validator can accept
     a label whose score ties the best within float noise.
     """
-    channels, scan, counts = flat_scan(df)
-    if np.any(counts == 0):
-        raise ValueError("every row needs at least one available channel")
+    channels, scan, counts, snr, score = channel_scores(df, flat)
     row_of = np.repeat(np.arange(len(counts)), counts)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-
-    distance = df["link_distance_m"].to_numpy()
-    tx = df["tx_power_dbm"].to_numpy()
-    floor = df["noise_floor_dbm"].to_numpy()
-    loss = excess_loss_db(df)
-
-    # FSPL splits into a per-row distance term and a per-channel frequency term.
-    per_row = tx + schema.ANTENNA_GAINS_DB - loss - fspl_db(distance, 1.0)
-    rssi = per_row[row_of] - 20.0 * np.log10(channels)
-    snr = rssi - scan
-    score = snr - 0.25 * (scan - floor[row_of])
 
     best_score = np.maximum.reduceat(score, starts)
     position = np.arange(len(score))
@@ -116,7 +123,7 @@ def oracle_labels(
     return Labels(
         recommended_channel_mhz=channels[first_best].astype(np.int64),
         expected_throughput_mbps=throughput_mbps(bandwidth, snr[first_best]),
-        rssi_dbm=rssi[first_best],
+        rssi_dbm=(snr + scan)[first_best],
         snr_db=snr[first_best],
         best_score=best_score,
         labelled_score=labelled_score,

@@ -32,6 +32,13 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.json"
+CONFIG_FILE = "train_config.json"
+
+
+def saved_config(run_dir: Path) -> dict | None:
+    """The settings a run started with (None for a run made before they were saved)."""
+    path = Path(run_dir) / CONFIG_FILE
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 class TrainingError(LinkLMError):
@@ -127,10 +134,20 @@ class AnswerLossTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def token_weights(tokenizer, config: TrainConfig) -> torch.Tensor | None:
-    """Per-token loss weights for number-token answers (channel vs throughput tokens)."""
+def token_weights(tokenizer, config: TrainConfig, kind: str = "numtok-v1") -> torch.Tensor | None:
+    """Per-token loss weights for number-token answers (channel vs throughput tokens).
+
+    Only a number-token vocabulary has one token per channel (``c5180``) and throughput bin
+    (``q120``); a subword vocabulary spreads numbers over digit pieces, so weighting by
+    spelling there would hit unrelated tokens. It is refused instead.
+    """
     if config.channel_weight == 1.0 and config.throughput_weight == 1.0:
         return None
+    if kind != "numtok-v1":
+        raise TrainingError(
+            "channel_weight/throughput_weight need a number-token model (linklm-default); "
+            f"this model's prompt format is {kind!r}"
+        )
     weights = torch.ones(len(tokenizer))
     for token, idx in tokenizer.get_vocab().items():
         if token[:1] == "c" and token[1:].isdigit():
@@ -280,7 +297,7 @@ def build_trainer(
         data_collator=examples.LeftPadCollator(prepared.tokenizer.pad_token_id),
         processing_class=prepared.tokenizer,
         callbacks=[ProgressLog(), *callbacks],
-        token_weights=token_weights(prepared.tokenizer, config),
+        token_weights=token_weights(prepared.tokenizer, config, prepared.prompt_format.kind),
     )
     trainer.remove_callback(PrinterCallback)  # ProgressLog says the same through logging
     return trainer
@@ -370,6 +387,9 @@ def save_run(
         "versions": versions(),
     }
     atomic.write_json(run_dir / RUN_FILE, summary)
+    from linklm import card  # the card reads run.json back, so it imports this module
+
+    card.write_card(run_dir)
     return summary
 
 
@@ -380,6 +400,8 @@ def fit(
     run_dir = run_dir_of(config)
     checkpoint = last_checkpoint(run_dir) if config.resume else None
     run_dir.mkdir(parents=True, exist_ok=True)
+    # the config as started, so a resume can continue with the same settings
+    atomic.write_json(run_dir / CONFIG_FILE, config.model_dump(mode="json"))
     trainer = build_trainer(config, prepared, run_dir, callbacks)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

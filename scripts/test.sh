@@ -5,6 +5,14 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# tests/test_report.py opens a report in real headless Chromium (Debian's package, ~20 s).
+if [ ! -x /usr/bin/chromium ]; then
+    echo "test: installing Debian chromium for the report rendering test" >&2
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 rc=0
 .venv/bin/python -m pytest -q --timeout=900 "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then

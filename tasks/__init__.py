@@ -6,6 +6,7 @@ ephemeral mode when no API URL is set, no telemetry, a start-up timeout that sui
 cores, and hub libraries kept offline.
 """
 
+import logging
 import os
 
 PROJECT_ENV_DEFAULTS = {
@@ -23,3 +24,10 @@ PROJECT_ENV_DEFAULTS = {
 
 for _name, _value in PROJECT_ENV_DEFAULTS.items():
     os.environ.setdefault(_name, _value)
+
+# Prefect attaches its handlers to the extra loggers but leaves their level alone: without a
+# level, linklm's INFO lines (training progress, evaluation steps) would stop at the root's
+# WARNING and never reach the run's logs.
+_linklm_logger = logging.getLogger("linklm")
+if _linklm_logger.level == logging.NOTSET:
+    _linklm_logger.setLevel(logging.INFO)

@@ -1,6 +1,10 @@
 """Tasks of the train flow: prepare, train, save. In-process objects pass between them, so
 nothing is cached or persisted (a model is not a cache key); only preparing retries, since
 reading data or a checkpoint can fail transiently and training from scratch again cannot help.
+
+``log_prints`` is off here: ``datasets`` fingerprints through dill, which disassembles
+functions and captures what ``dis`` prints; Prefect's print capture would log that
+disassembly instead (hundreds of lines) and hide it from dill.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from linklm.config import TrainConfig
     name="prepare-training",
     cache_policy=NO_CACHE,
     persist_result=False,
+    log_prints=False,
     retries=1,
     retry_delay_seconds=2,
 )
@@ -24,7 +29,7 @@ def prepare(config: TrainConfig, token: str | None) -> train.Prepared:
     return train.prepare(config, token)
 
 
-@task(name="train-model", cache_policy=NO_CACHE, persist_result=False)
+@task(name="train-model", cache_policy=NO_CACHE, persist_result=False, log_prints=False)
 def fit(config: TrainConfig, prepared: train.Prepared):
     return train.fit(config, prepared)
 
@@ -36,7 +41,7 @@ def save(config: TrainConfig, prepared: train.Prepared, trainer, seconds: float)
     return train.save_run(config, prepared, trainer, train.run_dir_of(config), seconds)
 
 
-@task(name="dry-run", cache_policy=NO_CACHE, persist_result=False)
+@task(name="dry-run", cache_policy=NO_CACHE, persist_result=False, log_prints=False)
 def dry_run(config: TrainConfig, prepared: train.Prepared) -> float:
     trainer = train.build_trainer(config, prepared, train.run_dir_of(config) / ".dry-run")
     return train.dry_run(trainer)

@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from linklm import evaluate, examples, models, numtok, train
+from linklm import answers as model_answers
+from linklm import examples, models, numtok, train
 from linklm.config import TrainConfig
 from linklm.errors import LinkLMError
 from linklm.formats import PromptFormat
@@ -77,17 +78,27 @@ def test_each_cpu_mode_trains_and_its_loss_falls(small_dataset, tmp_path, mode):
         == json.loads((small_dataset / "manifest.json").read_text())["dataset_sha256"]
     )
     assert saved["config"]["mode"] == mode and saved["versions"]["transformers"]
+    assert train.saved_config(run) == saved["config"]  # what a --resume starts from
+    from flows.cli import model_from_options
+    from linklm.config import TrainConfig
+
+    resumed = model_from_options(
+        TrainConfig,
+        type("Args", (), {"learning_rate": "0.5", "resume": True})(),
+        base=train.saved_config(run),
+    )
+    assert resumed.mode == mode and resumed.learning_rate == 0.5 and resumed.resume
     history = json.loads((run / "history.json").read_text())
     assert any("eval_loss" in h for h in history)
     reloaded = models.load(str(run / "model"))
     assert reloaded.prompt_format.kind == "numtok-v1"
     rows = examples.split_rows(small_dataset, "test", max_rows=4)
-    answers = evaluate.generate(
+    answers = model_answers.generate(
         reloaded.model, reloaded.tokenizer, reloaded.prompt_format, rows, batch_size=3
     )
     assert len(answers.raw) == 4 and all(answers.raw)
     assert ((answers.channel > 0) == answers.valid).all()
-    ranked = evaluate.rank_channels(
+    ranked = model_answers.rank_channels(
         reloaded.model, reloaded.tokenizer, reloaded.prompt_format, rows
     )
     assert [sorted(c for c, _ in r) for r in ranked] == [

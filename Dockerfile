@@ -1,0 +1,52 @@
+# The GPU worker image: CUDA runtime, the project with its gpu extra, a Prefect worker for
+# the GPU pool. Build and run (the host needs the NVIDIA Container Toolkit):
+#   docker build -t linklm-gpu-worker .
+#   docker run --gpus all -e PREFECT_API_URL=http://prefect.example:4200/api \
+#       -e HF_TOKEN -v linklm-runs:/opt/linklm/runs linklm-gpu-worker
+# torch==2.13.0 from PyPI is the CUDA build on Linux x86_64 and brings its own CUDA
+# libraries; the base image supplies the driver-facing runtime and a matching userland.
+FROM nvidia/cuda:12.8.1-runtime-ubuntu24.04
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    LINKLM_PROJECT_DIR=/opt/linklm \
+    LINKLM_HOME=/opt/linklm/runs/.linklm-home \
+    HF_HOME=/opt/linklm/runs/.hf \
+    PREFECT_HOME=/opt/linklm/runs/.prefect \
+    PREFECT_WORKER_WEBSERVER_HOST=0.0.0.0 \
+    PREFECT_WORKER_WEBSERVER_PORT=8080
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv git ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/venv \
+    && useradd --create-home --uid 10001 --shell /bin/bash linklm
+
+WORKDIR /opt/linklm
+
+# Dependencies first (cached while only the code changes): the pinned torch, then the rest.
+COPY pyproject.toml README.md ./
+RUN pip install "torch==2.13.0" \
+    && mkdir -p linklm flows tasks deployments \
+    && touch linklm/__init__.py flows/__init__.py tasks/__init__.py deployments/__init__.py \
+    && pip install ".[gpu]" \
+    && pip uninstall -y linklm
+
+COPY --chown=linklm:linklm . .
+RUN pip install --no-deps -e ".[gpu]" \
+    && mkdir -p runs && chown -R linklm:linklm /opt/linklm
+
+USER linklm
+VOLUME ["/opt/linklm/runs"]
+EXPOSE 8080
+
+# The worker's own health server (prefect worker start --with-healthcheck) answers /health.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4)"
+
+ENTRYPOINT ["python", "-m", "deployments", "worker"]
+CMD ["--pool", "linklm-gpu", "--limit", "1", "--healthcheck"]

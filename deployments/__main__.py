@@ -1,0 +1,107 @@
+"""Work pools, deployments and workers against any Prefect API (local, self-hosted, Cloud).
+
+    python -m deployments up --api-url http://127.0.0.1:4200/api      # pools + all deployments
+    python -m deployments deploy --name demo --name retrain           # some deployments
+    python -m deployments pools                                       # just the work pools
+    python -m deployments worker --pool linklm-gpu --limit 1          # a worker, here
+
+Every command is idempotent: pools that exist are left alone, deployments are upserted by
+name. The API comes from --api-url, else PREFECT_API_URL (and PREFECT_API_KEY for Prefect
+Cloud, read from the environment and never printed). Without either, the commands refuse:
+an ephemeral server would vanish with the command and nothing would be registered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from deployments import pools
+from deployments.steps import HERE
+from flows.cli import fail, run_cli
+
+PREFECT_FILE = HERE / "prefect.yaml"
+
+
+def api_environment(api_url: str | None) -> dict[str, str]:
+    """The environment for Prefect clients: the API URL made explicit, the key passed on."""
+    env = dict(os.environ)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    if not env.get("PREFECT_API_URL"):
+        fail(
+            "no Prefect API: pass --api-url (e.g. http://127.0.0.1:4200/api after "
+            "`prefect server start`) or set PREFECT_API_URL"
+        )
+    return env
+
+
+def deploy(names: list[str], env: dict[str, str]) -> None:
+    """``prefect deploy`` for the named deployments of prefect.yaml (all when none)."""
+    cmd = [sys.executable, "-m", "prefect", "--no-prompt", "deploy"]
+    cmd += [arg for name in names for arg in ("--name", name)] if names else ["--all"]
+    done = subprocess.run(cmd, cwd=HERE, env=env, check=False)
+    if done.returncode != 0:
+        fail(f"prefect deploy failed (exit {done.returncode}); its output is above")
+
+
+def worker_command(pool: str, limit: int | None, name: str | None, healthcheck: bool) -> list[str]:
+    cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+    cmd += ["--install-policy", "never"]  # the project's own install, never a runtime pip
+    if limit:
+        cmd += ["--limit", str(limit)]
+    if name:
+        cmd += ["--name", name]
+    if healthcheck:
+        cmd += ["--with-healthcheck"]
+    return cmd
+
+
+def run_worker(args: argparse.Namespace, env: dict[str, str]) -> None:
+    """Replace this process with a Prefect worker (same PID: stop it by that PID)."""
+    env.setdefault("LINKLM_PROJECT_DIR", str(HERE))
+    cmd = worker_command(args.pool, args.limit, args.name, args.healthcheck)
+    os.chdir(env["LINKLM_PROJECT_DIR"])
+    os.execve(cmd[0], cmd, env)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m deployments", description=__doc__.split("\n")[0])
+    p.add_argument("--api-url", help="Prefect API URL (default: $PREFECT_API_URL)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("pools", help="create the work pools that are missing")
+    for name, text in (("deploy", "register deployments"), ("up", "pools, then deployments")):
+        cmd = sub.add_parser(name, help=text + " from prefect.yaml")
+        cmd.add_argument("--name", action="append", default=[], help="a deployment (repeat)")
+    w = sub.add_parser("worker", help="start a process worker for a pool on this machine")
+    w.add_argument("--pool", default=pools.GPU.name, choices=[p.name for p in pools.POOLS])
+    w.add_argument("--limit", type=int, default=None, help="concurrent flow runs (default: any)")
+    w.add_argument("--name", default=None, help="worker name shown in the UI")
+    w.add_argument("--healthcheck", action="store_true", help="serve /health on port 8080")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    env = api_environment(args.api_url)
+    if args.command == "worker":
+        run_worker(args, env)
+    if args.command in ("pools", "up"):
+        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            created = pools.ensure_pools()
+        for name, status in created.items():
+            print(f"work pool {name}: {status}")
+    if args.command in ("deploy", "up"):
+        deploy(args.name, env)
+    return 0
+
+
+if __name__ == "__main__":
+    if not Path(PREFECT_FILE).is_file():
+        fail(f"{PREFECT_FILE}: missing; run from a linklm checkout")
+    run_cli(main)

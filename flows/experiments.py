@@ -1,0 +1,51 @@
+"""Building blocks the learning-curve and sweep flows share: data on demand, one trial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flows.data import data_flow
+from flows.evaluate import evaluate_flow
+from flows.train import train_flow
+from linklm import evaluate, storage
+from linklm.config import DataFlowConfig, EvalConfig, ExperimentBase, GenerationConfig, TrainConfig
+
+
+def ensure_data(config: ExperimentBase) -> Path:
+    """The dataset folder, built (or resumed) by the data flow when it has no manifest yet."""
+    if not (config.data_dir / "manifest.json").exists():
+        data_flow(
+            DataFlowConfig(
+                out_dir=config.data_dir,
+                generation=GenerationConfig(n_rows=config.n_rows, seed=config.seed),
+                artifacts_url=storage.NO_COPY,  # the experiment publishes its own folder
+            )
+        )
+    return config.data_dir
+
+
+def train_and_evaluate(train_config: TrainConfig, config: ExperimentBase) -> tuple[dict, dict]:
+    """Train one model (subflow), evaluate it on the shared test rows (subflow).
+
+    Returns (the trial's row: its settings, training figures and headline metrics; the
+    evaluation result, whose baselines are the same for every trial).
+    """
+    trained = train_flow(train_config.model_copy(update={"artifacts_url": storage.NO_COPY}))
+    result = evaluate_flow(
+        EvalConfig(
+            artifacts_url=storage.NO_COPY,  # the experiment publishes its whole folder
+            model=trained["run_dir"],
+            data_dir=train_config.data_dir,
+            max_rows=config.eval_rows,
+            seed=config.seed,
+        )
+    )
+    row = {
+        "run_dir": trained["run_dir"],
+        "train_rows": trained["train_rows"],
+        "steps": trained["steps"],
+        "train_seconds": trained["train_seconds"],
+        "final_eval_loss": trained["final_eval_loss"],
+        "report": result["report"]["html"],
+    } | evaluate.headline(result)
+    return row, result

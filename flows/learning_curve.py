@@ -1,0 +1,138 @@
+"""The learning-curve flow: how the model improves with more training rows.
+
+    python -m flows.learning_curve --sizes 1000,3000,10000 --epochs 3
+    python -m flows.learning_curve --data-dir runs/data --sizes 2000,8000,32000 --mode lora
+
+Each size trains a model (train subflow) on the first N training rows and evaluates it
+(evaluate subflow) on the same test rows; the baselines and the oracle are drawn as
+reference lines. Writes learning_curve.json and report/report.{md,html} under out_dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact, create_table_artifact
+
+from flows.cli import add_model_options, model_from_options, run_cli
+from flows.experiments import ensure_data, train_and_evaluate
+from linklm import atomic, charts, evaluate, report, summaries
+from linklm.config import LearningCurveConfig, TrainConfig
+from tasks import storage as t_storage
+
+RESULT_FILE = "learning_curve.json"
+
+
+def train_config(config: LearningCurveConfig, size: int, stamp: str) -> TrainConfig:
+    """One point's run, under runs/<stamp>/ so a second curve never collides with a first."""
+    return TrainConfig(
+        data_dir=config.data_dir,
+        model=config.model,
+        mode=config.mode,
+        out_dir=config.out_dir / "runs" / stamp,
+        run_name=f"rows-{size}",
+        max_rows=size,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        eval_rows=200,
+        save_steps=10**9,  # a point is cheap to redo; checkpoints would cost more than they save
+        seed=config.seed,
+    )
+
+
+def markdown(config: LearningCurveConfig, points: list[dict], references: list[dict]) -> str:
+    rows = [
+        [
+            summaries.fmt(p["train_rows"], "int"),
+            p["steps"],
+            summaries.fmt(p["train_seconds"]),
+            summaries.fmt(p["top1"], "pct"),
+            summaries.fmt(p["top1_ranked"], "pct"),
+            summaries.fmt(p["top3"], "pct"),
+            summaries.fmt(p["throughput_mae"]),
+        ]
+        for p in points
+    ]
+    refs = [
+        [r["system"], summaries.fmt(r["top1"], "pct"), summaries.fmt(r["throughput_mae"])]
+        for r in references
+    ]
+    return (
+        f"# Learning curve: {config.model} ({config.mode}), {config.epochs:g} epochs per size\n\n"
+        f"Every point is evaluated on the same {config.eval_rows:,} test rows.\n\n"
+        + summaries.table(
+            ["train rows", "steps", "train s", "top-1", "top-1 ranked", "top-3", "throughput MAE"],
+            rows,
+        )
+        + "\n## Reference lines\n\n"
+        + summaries.table(["system", "channel top-1", "throughput MAE"], refs)
+    )
+
+
+@flow(name="learning-curve")
+def learning_curve_flow(config: LearningCurveConfig = LearningCurveConfig()) -> dict:  # noqa: B008
+    """Train and evaluate per size; one table and one chart across sizes."""
+    logger = get_run_logger()
+    ensure_data(config)
+    points, result = [], None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for size in config.sizes:
+        row, result = train_and_evaluate(train_config(config, size, stamp), config)
+        points.append(row | {"system": evaluate.MODEL})
+        logger.info(
+            "%d rows: top-1 %s, throughput MAE %s", size, row["top1"], row["throughput_mae"]
+        )
+        if row["train_rows"] < size:
+            logger.warning(
+                "only %d training rows exist; larger sizes repeat them", row["train_rows"]
+            )
+    refs = evaluate.references(result)
+    text = markdown(config, points, refs)
+    paths = report.write_report(
+        config.out_dir / "report",
+        "Learning curve",
+        text,
+        {
+            f"learning_curve_{metric}": charts.learning_curve(points, refs, metric)
+            for metric in ("top1", "top1_ranked", "throughput_mae")
+            if any(p[metric] is not None for p in points)  # none: no usable answers yet
+        },
+    )
+    summary = {
+        "config": config.model_dump(mode="json"),
+        "points": points,
+        "references": refs,
+        "report": {k: str(v) for k, v in paths.items()},
+    }
+    atomic.write_json(config.out_dir / RESULT_FILE, summary)
+    summary["artifacts"] = t_storage.publish_folder(
+        config.out_dir, config.artifacts_url, "learning-curve"
+    )
+    create_table_artifact(key="learning-curve", table=points, description="metrics per size")
+    create_link_artifact(
+        key="learning-curve-report",
+        link=paths["html"].resolve().as_uri(),
+        link_text=str(paths["html"]),
+    )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.learning_curve", description=__doc__.split("\n")[0]
+    )
+    add_model_options(parser, LearningCurveConfig)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    summary = learning_curve_flow(model_from_options(LearningCurveConfig, args))
+    for p in summary["points"]:
+        print(f"{p['train_rows']:>8} rows: top-1 {p['top1']}, throughput MAE {p['throughput_mae']}")
+    print(f"report: {summary['report']['html']}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,130 @@
+"""The predict flow: a trained model answers every link of a file (batch scoring).
+
+    python -m flows.predict --model runs/demo/train/demo-... --input links.csv --output answers.csv
+    python -m flows.predict --model champion --input s3://bucket/links.jsonl --output answers.parquet
+    echo '{"link_distance_m": 1200, ...}' | python -m flows.predict --model RUN_DIR --input -
+
+Inputs need DATA_SPEC.md's input columns; scenario_id, the labels and rssi_dbm/snr_db are
+optional and ignored. A row with a bad input is reported by scenario_id and skipped; the
+exit code is 1 when any row was skipped or left without a usable answer (0 otherwise, 2 for
+a usage error). Links on stdin are answered in-process, without starting Prefect, and the
+answers print as JSON (one object per line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows.cli import add_model_options, model_from_options, run_cli
+from linklm import predict, predict_io, summaries
+from linklm.config import PredictConfig
+from tasks import predict as t
+from tasks import secrets
+
+
+def summarise(prediction: predict.Prediction, output: str) -> dict:
+    rows = prediction.rows
+    return {
+        "output": output,
+        "answered": rows.height,
+        "from_model": int((rows["source"] == "model").sum()),
+        "from_heuristic": int((rows["source"] == "heuristic").sum()),
+        "unusable": int((rows["source"] == "none").sum()),
+        "skipped": len(prediction.skipped_ids()),
+        "skipped_ids": prediction.skipped_ids()[:1000],
+        "failed": prediction.failed,
+    }
+
+
+def _markdown(config: PredictConfig, summary: dict) -> str:
+    rows = [
+        (k.replace("_", " "), summary[k])
+        for k in ("answered", "from_model", "from_heuristic", "unusable", "skipped")
+    ]
+    return (
+        f"# Predictions of {config.model}\n\n`{config.input}` -> `{summary['output']}`\n\n"
+        + summaries.table(["rows", "count"], rows)
+    )
+
+
+@flow(name="predict")
+def predict_flow(config: PredictConfig) -> dict:
+    """Load the model once, answer every valid row, write the answers, report the rest."""
+    logger = get_run_logger()
+    predictor = t.load(config, secrets.hf_token())
+    prediction = t.answer(predictor, config.input)
+    output = t.write(prediction, config.output)
+    summary = summarise(prediction, output)
+    for problem in prediction.problems.head(20).to_dicts():
+        logger.warning(
+            "skipped scenario_id %s: %s: %s",
+            problem["scenario_id"],
+            problem["column"],
+            problem["message"],
+        )
+    create_markdown_artifact(key="predict-summary", markdown=_markdown(config, summary))
+    if prediction.problems.height:
+        create_table_artifact(
+            key="predict-skipped-rows",
+            table=prediction.problems.head(1000).to_dicts(),
+            description="rows with bad inputs, not answered",
+        )
+    logger.info("%d rows answered into %s", summary["answered"], output)
+    return summary
+
+
+def _print_problems(prediction: predict.Prediction) -> None:
+    for p in prediction.problems.to_dicts():
+        print(
+            f"skipped scenario_id {p['scenario_id']} (row {p['row']}): {p['column']}: {p['message']}",
+            file=sys.stderr,
+        )
+
+
+def _answer_stdin(config: PredictConfig) -> int:
+    """Links on stdin: answered in-process, with no Prefect start-up (so the token comes
+    from HF_TOKEN only), printed as JSON lines unless --output names a file."""
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    predictor = predict.Predictor(
+        config.model, config.batch_size, config.fallback, token, config.registry
+    )
+    prediction = predictor.predict_source("-")
+    if "output" in config.model_fields_set and config.output != "-":
+        predict_io.write_answers(prediction.rows, config.output)
+    else:
+        for row in prediction.rows.to_dicts():
+            print(json.dumps(row))
+    _print_problems(prediction)
+    return 1 if prediction.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.predict", description=__doc__.split("\n")[0]
+    )
+    add_model_options(parser, PredictConfig)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    config = model_from_options(PredictConfig, args)
+    predict.model_folder(config.model, config.registry)  # fail before Prefect starts
+    if config.input == "-":
+        return _answer_stdin(config)
+    summary = predict_flow(config)
+    print(  # to stderr when the answers themselves went to stdout
+        f"{summary['answered']} rows answered ({summary['from_model']} by the model, "
+        f"{summary['from_heuristic']} by the heuristic fallback, {summary['unusable']} unusable), "
+        f"{summary['skipped']} skipped for bad inputs -> {summary['output']}",
+        file=sys.stderr if config.output == "-" else sys.stdout,
+    )
+    if summary["skipped"]:
+        print(f"skipped scenario_ids: {summary['skipped_ids'][:20]}", file=sys.stderr)
+    return 1 if summary["failed"] else 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,78 @@
+"""The publish flow: a run's model, tokenizer and model card to the Hugging Face Hub.
+
+    python -m flows.publish runs/train/my-run --repo-id me/linklm-channel --private
+    python -m flows.publish runs/train/my-run --repo-id me/linklm-channel --dry-run
+
+``--dry-run`` (works offline) assembles the exact upload folder (default <run>/publish) and
+loads it back with the Auto classes; without it the folder is pushed with huggingface_hub,
+the token coming from HF_TOKEN or the Prefect Secret block ``hf-token`` (never logged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact
+
+from flows.cli import run_cli
+from linklm import publish
+from tasks import predict as t
+from tasks import secrets
+
+
+@flow(name="publish")
+def publish_flow(
+    run_dir: Path,
+    repo_id: str,
+    private: bool = True,
+    dry_run: bool = False,
+    adapter: bool = False,
+    out_dir: Path | None = None,
+) -> dict:
+    """Assemble, check that it loads, then push (unless dry_run)."""
+    logger = get_run_logger()
+    folder = t.assemble(run_dir, out_dir, adapter)
+    loaded = t.check_loads(folder)
+    logger.info(
+        "upload folder %s loads back: %s, %d parameters",
+        folder,
+        loaded["model_class"],
+        loaded["parameters"],
+    )
+    result = {"folder": str(folder), "repo_id": repo_id, "dry_run": dry_run} | loaded
+    if dry_run:
+        return result
+    url = t.push(folder, repo_id, private, secrets.hf_token())
+    create_link_artifact(key="published-model", link=url, link_text=repo_id)
+    return result | {"url": url}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.publish", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--repo-id", required=True, help="owner/name on the Hub")
+    parser.add_argument("--private", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--dry-run", action="store_true", help="assemble and check, push nothing")
+    parser.add_argument(
+        "--adapter", action="store_true", help="publish the LoRA adapter, not merged weights"
+    )
+    parser.add_argument("--out-dir", type=Path, help="upload folder (default <run>/publish)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    publish.weights_dir(args.run_dir, args.adapter)  # fail before Prefect starts
+    result = publish_flow(
+        args.run_dir, args.repo_id, args.private, args.dry_run, args.adapter, args.out_dir
+    )
+    verb = "would upload" if args.dry_run else f"uploaded to {result.get('url')}"
+    print(
+        f"{verb}: {result['folder']} ({', '.join(result['files'])}); loads back as {result['model_class']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,182 @@
+"""The sweep flow: a few training settings, each trained and evaluated, ranked by a metric.
+
+    python -m flows.sweep                                       # learning rates 3e-4, 1e-3, 3e-3
+    python -m flows.sweep --grid mode=full,lora --grid learning_rate=1e-3,3e-3 --metric top1
+    python -m flows.sweep --trial mode=lora,lora_r=16 --trial mode=full --max-steps 600
+
+Settings: mode, learning_rate, lora_r, lora_alpha, epochs, max_steps, batch_size,
+weight_decay, lr_scheduler, channel_weight, throughput_weight. Every trial answers the same
+test rows. Writes sweep.json and report/report.{md,html} under out_dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact, create_table_artifact
+
+from flows.cli import fail, run_cli
+from flows.experiments import ensure_data, train_and_evaluate
+from linklm import atomic, charts, evaluate, report, summaries
+from linklm.config import LOWER_IS_BETTER, SweepConfig, TrainConfig
+from tasks import storage as t_storage
+
+RESULT_FILE = "sweep.json"
+
+
+def trial_name(trial: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in trial.items()) or "defaults"
+
+
+def train_config(config: SweepConfig, index: int, trial: dict, stamp: str) -> TrainConfig:
+    """One trial's run, under runs/<stamp>/ so a second sweep never collides with a first."""
+    settings = {
+        "data_dir": config.data_dir,
+        "model": config.model,
+        "out_dir": config.out_dir / "runs" / stamp,
+        "run_name": f"trial-{index:02d}",
+        "max_rows": config.max_rows,
+        "max_steps": config.max_steps,
+        "eval_rows": 200,
+        "save_steps": 10**9,
+        "seed": config.seed,
+    }
+    if "epochs" in trial and "max_steps" not in trial:
+        settings["max_steps"] = -1  # an epochs trial means epochs, not the sweep's step cap
+    return TrainConfig(**(settings | trial))
+
+
+def ranked(results: list[dict], metric: str) -> list[dict]:
+    """Best first; trials without the metric last."""
+    sign = 1 if metric in LOWER_IS_BETTER else -1
+    return sorted(results, key=lambda r: (r[metric] is None, sign * (r[metric] or 0), r["name"]))
+
+
+def markdown(config: SweepConfig, results: list[dict]) -> str:
+    rows = [
+        [
+            i + 1,
+            r["name"],
+            r["steps"],
+            summaries.fmt(r["train_seconds"]),
+            summaries.fmt(r["top1"], "pct"),
+            summaries.fmt(r["top1_ranked"], "pct"),
+            summaries.fmt(r["top3"], "pct"),
+            summaries.fmt(r["throughput_mae"]),
+        ]
+        for i, r in enumerate(results)
+    ]
+    return (
+        f"# Sweep: {len(results)} trials of {config.model}, ranked by {config.metric}\n\n"
+        f"Every trial is evaluated on the same {config.eval_rows:,} test rows.\n\n"
+        + summaries.table(
+            [
+                "rank",
+                "trial",
+                "steps",
+                "train s",
+                "top-1",
+                "top-1 ranked",
+                "top-3",
+                "throughput MAE",
+            ],
+            rows,
+        )
+    )
+
+
+@flow(name="sweep")
+def sweep_flow(config: SweepConfig = SweepConfig()) -> dict:  # noqa: B008 (UI form default)
+    """Train and evaluate every trial; the results table is ranked by ``config.metric``."""
+    logger = get_run_logger()
+    ensure_data(config)
+    results, result = [], None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for index, trial in enumerate(config.expanded()):
+        row, result = train_and_evaluate(train_config(config, index, trial, stamp), config)
+        results.append({"name": trial_name(trial), "settings": trial} | row)
+        logger.info("%s: %s = %s", trial_name(trial), config.metric, row[config.metric])
+    results = ranked(results, config.metric)
+    paths = report.write_report(
+        config.out_dir / "report",
+        "Sweep",
+        markdown(config, results),
+        # no chart when no trial gave a usable answer for the metric (the table says so)
+        {"sweep": charts.sweep_bars(results, config.metric)}
+        if any(r[config.metric] is not None for r in results)
+        else {},
+    )
+    summary = {
+        "config": config.model_dump(mode="json"),
+        "metric": config.metric,
+        "results": results,
+        "references": evaluate.references(result),
+        "report": {k: str(v) for k, v in paths.items()},
+    }
+    atomic.write_json(config.out_dir / RESULT_FILE, summary)
+    summary["artifacts"] = t_storage.publish_folder(config.out_dir, config.artifacts_url, "sweep")
+    create_table_artifact(
+        key="sweep",
+        table=[{k: v for k, v in r.items() if k != "settings"} for r in results],
+        description=f"trials ranked by {config.metric}",
+    )
+    create_link_artifact(
+        key="sweep-report", link=paths["html"].resolve().as_uri(), link_text=str(paths["html"])
+    )
+    return summary
+
+
+def _settings(text: str) -> dict:
+    """'mode=lora,lora_r=16' -> {'mode': 'lora', 'lora_r': '16'} (pydantic converts)."""
+    out = {}
+    for part in filter(None, text.split(",")):
+        key, sep, value = part.partition("=")
+        if not sep:
+            fail(f"{part!r}: expected setting=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.sweep", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--grid", action="append", default=[], help="setting=v1,v2,... (repeat)")
+    parser.add_argument("--trial", action="append", default=[], help="setting=v,setting=v (repeat)")
+    for name in (
+        "data_dir",
+        "n_rows",
+        "model",
+        "eval_rows",
+        "seed",
+        "out_dir",
+        "max_rows",
+        "max_steps",
+        "metric",
+        "artifacts_url",
+    ):
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    values = {k: v for k, v in vars(args).items() if v is not None and k not in ("grid", "trial")}
+    if args.grid:
+        grid = {}
+        for spec in args.grid:
+            key, sep, options = spec.partition("=")
+            if not sep:
+                fail(f"--grid {spec!r}: expected setting=v1,v2")
+            grid[key.strip()] = [v.strip() for v in options.split(",") if v.strip()]
+        values["grid"] = grid
+    if args.trial:
+        values["trials"] = [_settings(t) for t in args.trial]
+    summary = sweep_flow(SweepConfig(**values))
+    for i, r in enumerate(summary["results"], start=1):
+        print(f"{i}. {r['name']}: {summary['metric']} = {r[summary['metric']]}")
+    print(f"report: {summary['report']['html']}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

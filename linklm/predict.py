@@ -1,0 +1,317 @@
+"""Answer a planner's question with a trained model: which channel, and what throughput?
+
+``Predictor`` loads a model once (a run folder, a model folder, a registered name, or
+``champion`` from the retraining registry) and scores link scenarios given with the input
+columns of DATA_SPEC.md; label columns and rssi_dbm/snr_db are optional and ignored. Inputs
+are checked with the validator's own rules: a row with a bad input is reported by
+scenario_id and skipped, never crashes the batch. Guardrails mark an answer invalid when
+its channel is not one of the row's available channels or its throughput is outside
+(0, 10 x bandwidth]; with ``fallback="heuristic"`` such a row gets the quietest available
+channel instead (and says so in ``source``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import fsspec
+import numpy as np
+import polars as pl
+
+from linklm import answers, baselines, models, reader, rules, schema
+from linklm.errors import LinkLMError, SchemaError
+from linklm.train import RUN_FILE
+
+Fallback = Literal["none", "heuristic"]
+TOP_K = 3
+CHAMPION = "champion"
+OPTIONAL_COLUMNS = ("scenario_id", *schema.LABEL_COLUMNS, *schema.LEAKY_COLUMNS)
+# placeholders let the validator's parser read a frame without the optional columns; their
+# problems are dropped below, so a placeholder can never make or break a row
+_PLACEHOLDER = {"scenario_id": "", "recommended_channel_mhz": "0"}
+
+
+class PredictError(LinkLMError):
+    """The model or the input cannot be used at all (single bad rows are reported instead)."""
+
+
+def model_folder(name: str, registry_path: Path | None = None) -> str:
+    """What ``models.load`` takes for a run folder, a model folder, a name or 'champion'."""
+    if name == CHAMPION:
+        from linklm import registry
+
+        run_dir = registry.champion_run_dir(registry_path or registry.DEFAULT_PATH)
+    else:
+        run_dir = Path(name).expanduser()
+    if (run_dir / RUN_FILE).exists():
+        for sub in ("model", "adapter"):
+            if (run_dir / sub / "config.json").exists() or (
+                run_dir / sub / "adapter_config.json"
+            ).exists():
+                return str(run_dir / sub)
+        raise PredictError(f"{run_dir}: the run has neither model/ nor adapter/")
+    return name
+
+
+# --- reading links ----------------------------------------------------------------------
+
+
+def _scan_as_map(record: dict) -> dict:
+    """A scan stored as a list aligned with the channels (Parquet) -> the CSV's map form."""
+    scan, channels = record.get("spectral_scan_dbm"), record.get("available_channels_mhz")
+    if isinstance(scan, list) and isinstance(channels, list) and len(scan) == len(channels):
+        return record | {
+            "spectral_scan_dbm": {str(c): v for c, v in zip(channels, scan, strict=True)}
+        }
+    return record
+
+
+def _records_to_text(records: list[dict]) -> pl.DataFrame:
+    """JSON records -> a frame of text cells (lists and maps JSON-encoded, as in the CSV)."""
+
+    def cell(value) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return value
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return json.dumps(value)
+
+    records = [_scan_as_map(r) for r in records]
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    return pl.DataFrame(
+        {c: [cell(r.get(c)) for r in records] for c in columns},
+        schema={c: pl.String for c in columns},
+    )
+
+
+def _text_of_json(text: str, source: str) -> pl.DataFrame:
+    stripped = text.strip()
+    try:
+        value = json.loads(stripped)
+        records = value if isinstance(value, list) else [value]
+    except json.JSONDecodeError:
+        try:
+            records = [json.loads(line) for line in stripped.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"{source}: not JSON or JSON lines ({exc})") from None
+    if not records or not all(isinstance(r, dict) for r in records):
+        raise SchemaError(f"{source}: expected one JSON object per link")
+    return _records_to_text(records)
+
+
+def _text_of_csv(data: bytes, source: str) -> pl.DataFrame:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        return pl.read_csv(data, infer_schema=False)
+    except pl.exceptions.PolarsError as exc:
+        raise SchemaError(f"{source}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+
+
+def read_links_text(source: str) -> pl.DataFrame:
+    """Links as text cells from a path, an fsspec URL or '-' (stdin): CSV, JSON(L), Parquet."""
+    if source == "-":
+        data = sys.stdin.buffer.read()
+        text = data.decode("utf-8", errors="replace").lstrip()
+        if text.startswith(("{", "[")):
+            return _text_of_json(text, "stdin")
+        return _text_of_csv(data, "stdin")
+    try:
+        with fsspec.open(source, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise SchemaError(f"{source}: file not found") from None
+    if not data.strip():
+        raise SchemaError(f"{source}: empty input")
+    suffix = Path(source.split("?")[0]).suffix.lower()
+    if suffix == ".parquet":
+        return pl.read_parquet(io.BytesIO(data))  # parse_links turns typed cells into text
+    if suffix in (".json", ".jsonl", ".ndjson"):
+        return _text_of_json(data.decode("utf-8", errors="replace"), source)
+    return _text_of_csv(data, source)
+
+
+def parse_links(text: pl.DataFrame, source: str = "input") -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(valid typed rows, problems of the skipped rows) from text cells.
+
+    Only input columns are checked; a missing input column is an error for the whole input.
+    """
+    if any(dtype != pl.String for dtype in text.dtypes):  # a typed frame, e.g. from Parquet
+        text = _records_to_text(text.to_dicts())
+    missing = [c for c in schema.INPUT_COLUMNS if c not in text.columns]
+    if missing:
+        raise SchemaError(
+            f"{source}: missing input column(s) {missing}; DATA_SPEC.md's inputs are "
+            f"{list(schema.INPUT_COLUMNS)}"
+        )
+    if text.height == 0:
+        raise SchemaError(f"{source}: no rows")
+    filled = text.with_columns(
+        [
+            pl.lit(_PLACEHOLDER.get(c, "0")).alias(c)
+            for c in OPTIONAL_COLUMNS
+            if c not in text.columns
+        ]
+    )
+    if "scenario_id" not in text.columns:  # number the links 1..n
+        filled = filled.with_columns(
+            pl.int_range(1, pl.len() + 1).cast(pl.String).alias("scenario_id")
+        )
+    typed, parse_problems = reader.parse_text_frame(filled.select(schema.COLUMNS))
+    problems = rules.check_frame(typed, parse_problems)
+    keep = set(schema.INPUT_COLUMNS) | {"scenario_id"}
+    errors = problems.filter(pl.col("column").is_in(list(keep)) & (pl.col("severity") == "error"))
+    bad = errors["row"].unique()
+    valid = typed.filter(~pl.col("_row").is_in(bad.implode()))
+    return valid, errors
+
+
+# --- answering ----------------------------------------------------------------------------
+
+
+def _softmax(scores: list[float]) -> list[float]:
+    top = max(scores)
+    weights = [math.exp(s - top) for s in scores]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def guardrails(
+    rows: pl.DataFrame, channel: np.ndarray, throughput: np.ndarray, target: str = "both"
+) -> np.ndarray:
+    """True where the answer is usable: an available channel and 0 < throughput <= 10 x bw
+    (each checked only where the model's target answers it)."""
+    ok = np.ones(rows.height, dtype=bool)
+    if target != "throughput":
+        available = rows["available_channels_mhz"].to_list()
+        ok &= np.array([int(c) in set(a) for c, a in zip(channel, available, strict=True)])
+    if target != "channel":
+        ok &= throughput_in_range(rows, throughput)
+    return ok
+
+
+def throughput_in_range(rows: pl.DataFrame, throughput: np.ndarray) -> np.ndarray:
+    bandwidth = rows["channel_bandwidth_mhz"].to_numpy()
+    with np.errstate(invalid="ignore"):
+        return np.nan_to_num((throughput > 0) & (throughput <= 10 * bandwidth), nan=False).astype(
+            bool
+        )
+
+
+@dataclass
+class Prediction:
+    """Per-row answers of the valid rows and the problems of the skipped ones."""
+
+    rows: pl.DataFrame
+    problems: pl.DataFrame
+
+    @property
+    def failed(self) -> bool:
+        """True when a row was skipped or a row has no usable answer (no fallback)."""
+        return self.problems.height > 0 or bool((self.rows["source"] == "none").any())
+
+    def skipped_ids(self) -> list:
+        return self.problems["scenario_id"].unique(maintain_order=True).to_list()
+
+
+class Predictor:
+    """A loaded model that answers links; load once, call ``predict`` many times."""
+
+    def __init__(
+        self,
+        model: str = CHAMPION,
+        batch_size: int = 64,
+        fallback: Fallback = "none",
+        token: str | None = None,
+        registry_path: Path | None = None,
+    ):
+        self.model_name = model
+        self.loaded = models.load(model_folder(model, registry_path), token=token)
+        self.batch_size = batch_size
+        self.fallback = fallback
+
+    @property
+    def source(self) -> str:
+        return self.loaded.source
+
+    def answer(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """Answers for typed, valid rows (one output row per input row, same order)."""
+        m, tok, fmt = self.loaded.model, self.loaded.tokenizer, self.loaded.prompt_format
+        greedy = answers.generate(m, tok, fmt, rows, self.batch_size)
+        ranked = (
+            answers.rank_channels(m, tok, fmt, rows, self.batch_size)
+            if fmt.target != "throughput"
+            else [[] for _ in range(rows.height)]
+        )
+        channel, throughput = greedy.channel, greedy.throughput
+        valid = greedy.valid & guardrails(rows, channel, throughput, fmt.target)
+        source = np.where(valid, "model", "none")
+        if self.fallback == "heuristic":
+            # the quietest channel replaces an unusable answer; a throughput that passed its
+            # own guardrail is kept, anything else is left empty rather than invented
+            throughput_ok = throughput_in_range(rows, throughput)
+            channel = np.where(valid, channel, baselines.quietest_channel(rows))
+            throughput = np.where(valid | throughput_ok, throughput, np.nan)
+            source = np.where(valid, "model", "heuristic")
+        unanswered = source == "none"
+        out = {
+            "scenario_id": rows["scenario_id"],
+            "recommended_channel_mhz": pl.Series(np.where(unanswered, -1, channel)).set(
+                pl.Series(unanswered), None
+            ),
+            "expected_throughput_mbps": pl.Series(
+                np.where(unanswered, np.nan, np.round(throughput, 3)), nan_to_null=True
+            ),
+        }
+        for k in range(TOP_K):
+            out[f"candidate_{k + 1}_mhz"] = [r[k][0] if len(r) > k else None for r in ranked]
+            out[f"candidate_{k + 1}_score"] = [
+                round(_softmax([s for _, s in r])[k], 4) if len(r) > k else None for r in ranked
+            ]
+        out["valid"] = valid
+        out["source"] = source.tolist()
+        out["raw"] = [r.replace("<pad>", "").strip() for r in greedy.raw]
+        return pl.DataFrame(out)
+
+    def predict(self, text: pl.DataFrame, source: str = "input") -> Prediction:
+        """Check the text rows, answer the valid ones, report the rest."""
+        rows, problems = parse_links(text, source)
+        answered = self.answer(rows) if rows.height else _empty_answers()
+        return Prediction(answered, problems)
+
+    def predict_source(self, source: str) -> Prediction:
+        """A file, fsspec URL or '-' (stdin), in CSV, JSON, JSON lines or Parquet."""
+        return self.predict(read_links_text(source), source)
+
+    def predict_one(self, link: dict) -> dict:
+        """One link as a dict of inputs -> its answer as a dict (or the problems)."""
+        result = self.predict(_records_to_text([link]), "link")
+        if result.rows.height == 0:
+            raise PredictError(
+                "the link has bad inputs: "
+                + "; ".join(f"{p['column']}: {p['message']}" for p in result.problems.to_dicts())
+            )
+        return result.rows.to_dicts()[0]
+
+
+def _empty_answers() -> pl.DataFrame:
+    columns = {
+        "scenario_id": pl.Int64,
+        "recommended_channel_mhz": pl.Int64,
+        "expected_throughput_mbps": pl.Float64,
+    }
+    for k in range(TOP_K):
+        columns[f"candidate_{k + 1}_mhz"] = pl.Int64
+        columns[f"candidate_{k + 1}_score"] = pl.Float64
+    columns |= {"valid": pl.Boolean, "source": pl.String, "raw": pl.String}
+    return pl.DataFrame(schema=columns)

@@ -1,0 +1,95 @@
+"""Publish a run to the Hugging Face Hub: assemble the upload folder, check it, push it.
+
+The upload folder is exactly what the Hub receives: the weights (merged model, or the
+adapter for QLoRA / ``adapter=True``), the tokenizer, ``linklm_prompt.json``, the model
+card and the run's metrics. ``check_loads`` loads it back with the Auto classes before
+anything leaves the machine, so a dry run proves the push would be usable.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from linklm import atomic, card
+from linklm.errors import LinkLMError
+from linklm.train import RUN_FILE
+
+PUBLISH_DIR = "publish"
+
+
+class PublishError(LinkLMError):
+    """The run cannot be published as asked."""
+
+
+def weights_dir(run_dir: Path, adapter: bool = False) -> Path:
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).exists():
+        raise PublishError(f"{run_dir}: not a finished training run (no {RUN_FILE})")
+    order = ("adapter",) if adapter else ("model", "adapter")
+    for sub in order:
+        if (run_dir / sub).is_dir():
+            return run_dir / sub
+    raise PublishError(f"{run_dir}: no {' or '.join(order)}/ folder to publish")
+
+
+def assemble(run_dir: Path, out_dir: Path | None = None, adapter: bool = False) -> Path:
+    """The upload folder (default <run>/publish), replaced atomically."""
+    run_dir = Path(run_dir)
+    source = weights_dir(run_dir, adapter)
+    out_dir = Path(out_dir) if out_dir else run_dir / PUBLISH_DIR
+    card.write_card(run_dir)  # fresh from the run's files
+    with atomic.atomic_dir(out_dir) as tmp:
+        for item in source.iterdir():
+            if item.is_file():
+                shutil.copy2(item, tmp / item.name)
+        shutil.copy2(run_dir / card.CARD_FILE, tmp / card.CARD_FILE)
+        shutil.copy2(run_dir / RUN_FILE, tmp / RUN_FILE)
+        metrics = card.latest_metrics(run_dir)
+        if metrics is not None:
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return out_dir
+
+
+def check_loads(folder: Path) -> dict:
+    """Load the folder back as a user of the Hub would (Auto classes; peft for adapters)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if (folder / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(folder)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder)
+    return {
+        "model_class": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "files": sorted(p.name for p in folder.iterdir()),
+    }
+
+
+def push(folder: Path, repo_id: str, private: bool, token: str | None) -> str:
+    """Create the repo if needed and upload the folder; returns the repo URL."""
+    if not token:
+        raise PublishError(
+            "no Hugging Face token: set HF_TOKEN or create the Prefect Secret block 'hf-token'"
+        )
+    from huggingface_hub import HfApi, constants
+
+    # The project keeps the Hub offline by default (nothing downloads at run time); a push
+    # is an explicit request to go online, so offline mode is lifted for its duration only.
+    was_offline, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, False
+    try:
+        api = HfApi(token=token)
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model")
+    except Exception as exc:  # noqa: BLE001  (network, auth, hub: one clear line each)
+        first = (str(exc).splitlines() or [""])[0]
+        raise PublishError(f"push to {repo_id} failed ({type(exc).__name__}): {first}") from None
+    finally:
+        constants.HF_HUB_OFFLINE = was_offline
+    return str(url)

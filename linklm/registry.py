@@ -1,0 +1,217 @@
+"""The champion registry: which trained model serves, why, and every decision that led there.
+
+One JSON file (``runs/registry/registry.json`` by default) holds the frozen test set that
+every score was measured on, the current champion and the history of decisions. Scheduled
+retraining reads it, evaluates a challenger and the champion on the same frozen rows, and
+records the decision here; ``champion_run_dir()`` is what serving code asks for.
+
+The promotion rule (``decide``) is a pure function so it can be tested on its own: a
+challenger must be strictly better on the chosen metric, a missing score never wins, and
+the first challenger that scored becomes champion. Writes happen under a file lock and
+are atomic, and a decision is refused when the champion changed while it was being made,
+so two retraining runs cannot both promote against a stale champion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from linklm import atomic
+from linklm.config import LOWER_IS_BETTER
+from linklm.errors import LinkLMError
+
+DEFAULT_PATH = Path("runs/registry/registry.json")
+FORMAT_VERSION = 1
+LOCK_TIMEOUT_S = 60.0
+
+
+class RegistryError(LinkLMError):
+    """The registry is missing what was asked for, is unreadable, or disagrees with a run."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def _usable(score: float | None) -> bool:
+    return score is not None and not (isinstance(score, float) and math.isnan(score))
+
+
+def is_better(metric: str, challenger: float, champion: float) -> bool:
+    """Strictly better: higher for accuracies, lower for errors; a tie is not better."""
+    return challenger < champion if metric in LOWER_IS_BETTER else challenger > champion
+
+
+def decide(
+    metric: str,
+    challenger: float | None,
+    champion: float | None,
+    has_champion: bool,
+) -> Decision:
+    """Promote the challenger or keep the champion; the reason is written to the registry."""
+    if not _usable(challenger):
+        return Decision(
+            False, f"the challenger has no {metric} score (it failed or never answered)"
+        )
+    if not has_champion:
+        return Decision(True, f"first champion: {metric} {challenger:.4g}")
+    if not _usable(champion):
+        return Decision(
+            False,
+            f"the champion could not be scored on the frozen test rows; it is kept until it "
+            f"can be compared (challenger {metric} {challenger:.4g})",
+        )
+    direction = "lower" if metric in LOWER_IS_BETTER else "higher"
+    if is_better(metric, challenger, champion):
+        return Decision(
+            True,
+            f"{metric} {challenger:.4g} beats the champion's {champion:.4g} ({direction} is better)",
+        )
+    verdict = "ties" if challenger == champion else "does not beat"
+    return Decision(
+        False,
+        f"{metric} {challenger:.4g} {verdict} the champion's {champion:.4g} ({direction} is better)",
+    )
+
+
+def empty() -> dict:
+    return {"format": FORMAT_VERSION, "frozen_test": None, "champion": None, "history": []}
+
+
+def read(path: Path = DEFAULT_PATH) -> dict:
+    """The registry's content; an empty registry when the file does not exist yet."""
+    path = Path(path)
+    if not path.exists():
+        return empty()
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise RegistryError(f"{path}: not valid JSON ({exc}); restore it from a copy") from None
+    if data.get("format") != FORMAT_VERSION:
+        raise RegistryError(
+            f"{path}: registry format {data.get('format')!r}, expected {FORMAT_VERSION}"
+        )
+    return data
+
+
+def champion(path: Path = DEFAULT_PATH) -> dict | None:
+    """The current champion's record (run folder, scores, lineage), or None before the first."""
+    return read(path)["champion"]
+
+
+def champion_run_dir(path: Path = DEFAULT_PATH) -> Path:
+    """The champion's training run folder (run.json, model/ or adapter/)."""
+    record = champion(path)
+    if record is None:
+        raise RegistryError(
+            f"{path}: no champion yet; run the retrain flow (python -m flows.retrain) to "
+            "train, evaluate and promote one"
+        )
+    run_dir = Path(record["run_dir"])
+    if not run_dir.exists():
+        copy = f"; a copy was published to {record['artifacts']}" if record.get("artifacts") else ""
+        raise RegistryError(
+            f"{path}: the champion {record['id']} lives in {run_dir}, which is not on this "
+            f"machine{copy}"
+        )
+    return run_dir
+
+
+def lock(path: Path) -> FileLock:
+    """The registry's writer lock (a sibling ``.lock`` file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.with_name(path.name + ".lock")), timeout=LOCK_TIMEOUT_S)
+
+
+def check_frozen(registry: dict, frozen: dict, path: Path = DEFAULT_PATH) -> None:
+    """Refuse a frozen test set other than the one every recorded score was measured on."""
+    recorded = registry.get("frozen_test")
+    if recorded and recorded["dataset_sha256"] != frozen["dataset_sha256"]:
+        raise RegistryError(
+            f"{path}: scores were measured on frozen test set {recorded['dataset_sha256'][:12]} "
+            f"({recorded['data_dir']}), this run has {frozen['dataset_sha256'][:12]} "
+            f"({frozen['data_dir']}); scores on other rows are not comparable. Restore that "
+            "folder or start a new registry file"
+        )
+
+
+def record_decision(path: Path, outcome: dict, champion_seen: str | None, frozen: dict) -> dict:
+    """Decide and write one retraining outcome; returns the history entry written.
+
+    ``outcome`` holds the challenger (id, run_dir, metric, scores, lineage, status) and the
+    champion score measured in this run; ``champion_seen`` is the champion id it was measured
+    against. Under the lock, a registry whose champion has changed since is not overwritten
+    by a stale comparison: the challenger is kept out and the reason says to re-run.
+    """
+    path = Path(path)
+    with _locked(path):
+        registry = read(path)
+        check_frozen(registry, frozen, path)
+        current = registry["champion"]
+        current_id = current["id"] if current else None
+        metric = outcome["metric"]
+        if current_id != champion_seen:
+            decision = Decision(
+                False,
+                f"the champion changed to {current_id} while this run compared against "
+                f"{champion_seen}; re-run to compare against the new champion",
+            )
+        else:
+            decision = decide(
+                metric, outcome["challenger_score"], outcome["champion_score"], current is not None
+            )
+        entry = outcome | {
+            "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "champion": current_id,
+            "promoted": decision.promote,
+            "decision": _label(decision, outcome),
+            "reason": decision.reason,
+        }
+        registry["frozen_test"] = registry["frozen_test"] or frozen
+        registry["history"].append(entry)
+        if decision.promote:
+            registry["champion"] = _champion_record(entry)
+        atomic.write_json(path, registry)
+    return entry
+
+
+def _label(decision: Decision, outcome: dict) -> str:
+    if decision.promote:
+        return "promoted"
+    return "failed" if outcome.get("status") == "failed" else "kept"
+
+
+def _champion_record(entry: dict) -> dict:
+    keys = ("id", "run_dir", "metric", "challenger_score", "metrics", "lineage", "artifacts")
+    record = {k: entry.get(k) for k in keys}
+    record["score"] = record.pop("challenger_score")
+    record["promoted_at"] = entry["decided_at"]
+    return record
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the registry lock; a timeout is a RegistryError, not a hang."""
+    file_lock = lock(path)
+    try:
+        file_lock.acquire()
+    except Timeout:
+        raise RegistryError(
+            f"{path}: another run held the registry lock for {LOCK_TIMEOUT_S:.0f} s; "
+            "try again when it has finished"
+        ) from None
+    try:
+        yield
+    finally:
+        file_lock.release()

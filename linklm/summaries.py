@@ -1,0 +1,154 @@
+"""Markdown tables of evaluation results: one place turns numbers into what a person reads.
+
+The same text goes into report.md, the HTML report and the Prefect markdown artifacts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+
+def fmt(value, kind: str = "num") -> str:
+    """A table cell: '—' for a metric that does not apply."""
+    if value is None:
+        return "—"
+    if kind == "pct":
+        return f"{100 * value:.1f} %"
+    if kind == "int":
+        return f"{int(value):,}"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def systems_table(systems: list[dict]) -> str:
+    """One row per system: the model, every baseline and the oracle, same metrics."""
+    rows = []
+    for s in systems:
+        ch = s.get("channel") or {}
+        tp = s.get("throughput") or {}
+        rows.append(
+            [
+                f"**{s['name']}**" if s["kind"] == "model" else s["name"],
+                fmt(ch.get("top1"), "pct"),
+                fmt(ch.get("top1_ranked"), "pct"),
+                fmt(ch.get("top3"), "pct"),
+                fmt(ch.get("top5"), "pct"),
+                fmt(ch.get("abs_error_mhz")),
+                fmt(tp.get("mae")),
+                fmt(tp.get("rmse")),
+                fmt(tp.get("mape")),
+                fmt(tp.get("r2")),
+            ]
+        )
+    return table(
+        [
+            "system",
+            "channel top-1",
+            "top-1 ranked",
+            "top-3",
+            "top-5",
+            "channel error MHz",
+            "throughput MAE Mbps",
+            "RMSE Mbps",
+            "MAPE %",
+            "R²",
+        ],
+        rows,
+    )
+
+
+def _gap_words(closed: float | None, lead: float) -> str:
+    if closed is None:
+        return "."
+    if closed < 0:
+        return f": the model is {100 * -lead:.1f} points **below** the heuristic."
+    return f", so the model closes {fmt(closed, 'pct')} of the gap between them."
+
+
+def standing_text(standing: dict) -> str:
+    """Plain sentences: how far the model got from the simple baseline to the oracle."""
+    lines = []
+    ch = standing.get("channel")
+    if ch:
+        closed = ch["gap_closed"]
+        lines.append(
+            f"- Channel: the model picks the oracle's channel in {fmt(ch['model'], 'pct')} of "
+            f"links; the {ch['baseline']} heuristic does in {fmt(ch['baseline_value'], 'pct')}, "
+            f"the oracle in {fmt(ch['oracle'], 'pct')}"
+            + _gap_words(closed, ch["model"] - ch["baseline_value"])
+        )
+    tp = standing.get("throughput")
+    if tp:
+        closed = tp["gap_closed"]
+        lines.append(
+            f"- Throughput: MAE {fmt(tp['model'])} Mbps against {fmt(tp['baseline_value'])} "
+            f"for the {tp['baseline']} and {fmt(tp['oracle'])} for the oracle"
+            + (f" ({fmt(closed, 'pct')} of the gap closed)." if closed is not None else ".")
+        )
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def evaluation_markdown(result: dict) -> str:
+    """The evaluation summary: standing, systems, bandwidths, channels, slices, timing."""
+    timing = result["timing"]
+    parts = [
+        f"# Evaluation: {result['model']}\n",
+        f"{result['rows']:,} rows of the **{result['split']}** split of `{result['data_dir']}` "
+        f"(dataset SHA256 `{result['dataset_sha256'][:16]}…`).\n",
+        "## Where the model stands\n",
+        standing_text(result["standing"]),
+        "## Model, baselines and oracle on the same rows\n",
+        "Top-1 is the greedy answer; *top-1 ranked* and top-k rank every available channel "
+        "by the model's likelihood. Unanswered rows count as wrong; error metrics cover "
+        "answered rows.\n",
+        systems_table(result["systems"]),
+        f"\nInvalid (unparseable) model answers: **{timing['invalid_answers']}** of "
+        f"{result['rows']:,}. Generation: {timing['examples_per_second']} examples/s "
+        f"({timing['generate_seconds']} s).\n",
+        "## Throughput error by bandwidth\n",
+        table(
+            ["bandwidth MHz", "rows", "MAE Mbps", "RMSE Mbps"],
+            [
+                [b["bandwidth_mhz"], fmt(b["n"], "int"), fmt(b["mae"]), fmt(b["rmse"])]
+                for b in result["throughput_by_bandwidth"]
+            ],
+        ),
+        "## Most frequent channels\n",
+        table(
+            ["channel MHz", "support", "precision", "recall", "F1"],
+            [
+                [
+                    c["channel_mhz"],
+                    c["support"],
+                    fmt(c["precision"], "pct"),
+                    fmt(c["recall"], "pct"),
+                    fmt(c["f1"], "pct"),
+                ]
+                for c in result["per_channel"]
+            ],
+        ),
+        "## Slices\n",
+        table(
+            ["slice", "value", "rows", "top-1", "top-3", "channel error MHz", "throughput MAE"],
+            [
+                [
+                    s["column"],
+                    s["value"],
+                    fmt(s["n"], "int"),
+                    fmt(s["top1"], "pct"),
+                    fmt(s["top3"], "pct"),
+                    fmt(s["abs_error_mhz"]),
+                    fmt(s["throughput_mae"]),
+                ]
+                for s in result["slices"]
+            ],
+        ),
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,50 @@
+"""Tasks of the predict and publish flows. A model lives in memory between load and answer,
+so nothing is cached; writing and pushing retry, since disks and networks fail transiently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from linklm import predict, predict_io, publish
+from linklm.config import PredictConfig
+
+
+@task(name="load-model", cache_policy=NO_CACHE, persist_result=False, retries=1)
+def load(config: PredictConfig, token: str | None) -> predict.Predictor:
+    return predict.Predictor(
+        config.model, config.batch_size, config.fallback, token, config.registry
+    )
+
+
+@task(name="answer-links", cache_policy=NO_CACHE, persist_result=False)
+def answer(predictor: predict.Predictor, source: str) -> predict.Prediction:
+    return predictor.predict_source(source)
+
+
+@task(name="write-answers", cache_policy=NO_CACHE, persist_result=False, retries=2)
+def write(prediction: predict.Prediction, output: str) -> str:
+    return predict_io.write_answers(prediction.rows, output)
+
+
+@task(name="assemble-upload", cache_policy=NO_CACHE, persist_result=False)
+def assemble(run_dir: Path, out_dir: Path | None, adapter: bool) -> Path:
+    return publish.assemble(run_dir, out_dir, adapter)
+
+
+@task(name="check-upload-loads", cache_policy=NO_CACHE, persist_result=False)
+def check_loads(folder: Path) -> dict:
+    return publish.check_loads(folder)
+
+
+@task(
+    name="push-to-hub",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=2,
+    retry_delay_seconds=5,
+)
+def push(folder: Path, repo_id: str, private: bool, token: str | None) -> str:
+    return publish.push(folder, repo_id, private, token)

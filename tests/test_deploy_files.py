@@ -1,0 +1,168 @@
+"""The deployment files as written: prefect.yaml (entrypoints, pools, the retrain schedule),
+the pull step, the GPU worker Dockerfile (not built here: no Docker) and the notebooks."""
+
+import inspect
+import json
+import re
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.flows import load_flow_from_entrypoint
+from prefect.utilities.callables import parameter_schema
+from pydantic import BaseModel
+
+from deployments import pools, steps
+
+ROOT = Path(__file__).parents[1]
+SPEC = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
+
+
+def test_every_flow_is_deployed_to_a_pool_named_by_what_it_needs():
+    assert set(DEPLOYMENTS) == {
+        "data",
+        "train",
+        "evaluate",
+        "learning-curve",
+        "sweep",
+        "demo",
+        "retrain",
+    }
+    pool_of = {name: d["work_pool"]["name"] for name, d in DEPLOYMENTS.items()}
+    assert {p.name for p in pools.POOLS} == set(pool_of.values())
+    assert pool_of["data"] == pool_of["demo"] == pools.CPU.name
+    assert {pool_of[n] for n in ("train", "evaluate", "sweep", "retrain")} == {pools.GPU.name}
+
+
+@pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
+def test_entrypoint_is_a_flow_whose_parameters_are_a_typed_form_with_defaults(name):
+    flow = load_flow_from_entrypoint(DEPLOYMENTS[name]["entrypoint"])
+    schema = parameter_schema(flow).model_dump_for_openapi()
+    (param,) = schema["properties"].values()
+    assert param["default"], f"{name}: the UI form needs defaults"
+    ref = param["$ref"].rsplit("/", 1)[-1]
+    assert schema["definitions"][ref]["properties"]  # one field per config setting
+    (default,) = (p.default for p in inspect.signature(flow.fn).parameters.values())
+    hints = typing.get_type_hints(flow.fn)
+    hints.pop("return", None)
+    (annotation,) = hints.values()
+    assert issubclass(annotation, BaseModel) and isinstance(default, annotation)
+
+
+def test_retrain_schedule_is_a_valid_weekly_cron_and_off_by_default():
+    retrain = DEPLOYMENTS["retrain"]
+    (schedule,) = retrain["schedules"]
+    assert schedule["active"] is False
+    cron = CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+    assert cron.cron == "0 3 * * 1" and cron.timezone == "UTC"
+    assert retrain["concurrency_limit"] == 1  # two retrainings at once would race
+    assert not any("schedules" in d for n, d in DEPLOYMENTS.items() if n != "retrain")
+
+
+def test_pull_step_uses_the_worker_checkout(tmp_path, monkeypatch):
+    (step,) = SPEC["pull"]
+    assert list(step) == ["deployments.steps.checkout"]
+    assert set(step["deployments.steps.checkout"]) == {"repository", "branch", "directory"}
+    monkeypatch.chdir(tmp_path)
+    assert steps.checkout(directory=str(ROOT)) == {"directory": str(ROOT.resolve())}
+    assert Path.cwd() == ROOT.resolve()
+    monkeypatch.chdir(tmp_path)
+    assert steps.checkout() == {"directory": str(ROOT.resolve())}  # "" = unset env var
+    with pytest.raises(steps.CheckoutError, match="LINKLM_PROJECT_DIR"):
+        steps.checkout(directory=str(tmp_path))
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """(instruction, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_is_a_non_root_cuda_gpu_worker_with_a_healthcheck():
+    instructions = _dockerfile()
+    words = [w for w, _ in instructions]
+    base = next(a for w, a in instructions if w == "FROM")
+    assert base.startswith("nvidia/cuda:") and "runtime" in base
+    runs = " ".join(a for w, a in instructions if w == "RUN")
+    assert '"torch==2.13.0"' in runs and '".[gpu]"' in runs
+    users = [a for w, a in instructions if w == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    assert words.index("USER") > max(i for i, w in enumerate(words) if w == "RUN")
+    health = next(a for w, a in instructions if w == "HEALTHCHECK")
+    assert "/health" in health and "CMD" in health
+    entry = json.loads(next(a for w, a in instructions if w == "ENTRYPOINT"))
+    cmd = json.loads(next(a for w, a in instructions if w == "CMD"))
+    command = entry + cmd
+    assert command[:4] == ["python", "-m", "deployments", "worker"]
+    assert pools.GPU.name in command and "--healthcheck" in command
+    assert (ROOT / ".dockerignore").read_text().count(".venv") == 1
+
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SECRET_LIKE = re.compile(
+    r"hf_[A-Za-z0-9]{20,}|pnu_[A-Za-z0-9]{20,}|gh[po]_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}"
+    r"|(?i:(token|api_key|secret|password)\s*=\s*[\"'][^\"']{12,}[\"'])"
+)
+
+
+def _code(cell: dict) -> str:
+    """A code cell as Python: shell (!) and magic (%) lines become pass."""
+    lines = "".join(cell["source"]).splitlines()
+    return "\n".join(
+        re.sub(r"^(\s*)[!%].*$", r"\1pass", line) if line.lstrip()[:1] in "!%" else line
+        for line in lines
+    )
+
+
+def test_notebooks_exist_and_are_stripped():
+    assert {p.name for p in NOTEBOOKS} >= {"colab_worker.ipynb", "demo.ipynb"}
+    for path in NOTEBOOKS:
+        nb = json.loads(path.read_text())
+        assert nb["nbformat"] == 4
+        assert "widgets" not in nb["metadata"], f"{path.name}: widget state in the metadata"
+        for cell in nb["cells"]:
+            assert "widgets" not in cell.get("metadata", {}), path.name
+            if cell["cell_type"] == "code":
+                assert cell["outputs"] == [], f"{path.name}: outputs committed; run nbstripout"
+                assert cell["execution_count"] is None, f"{path.name}: execution counts"
+                compile(_code(cell), path.name, "exec")
+            assert not SECRET_LIKE.search("".join(cell["source"])), f"{path.name}: a secret?"
+
+
+def test_colab_worker_reads_secrets_without_printing_them():
+    nb = json.loads((ROOT / "notebooks" / "colab_worker.ipynb").read_text())
+    code = "\n".join(_code(c) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "userdata.get(name)" in code and "drive.mount" in code
+    assert "torch.cuda.is_available()" in code and "deployments worker" in "".join(
+        "".join(c["source"]) for c in nb["cells"]
+    )
+    for line in code.splitlines():
+        if "print(" in line:
+            assert "value" not in line and "userdata" not in line, line
+
+
+def test_demo_notebook_config_cell_makes_a_valid_demo_config():
+    from linklm.config import DemoConfig
+
+    nb = json.loads((ROOT / "notebooks" / "demo.ipynb").read_text())
+    cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    settings: dict = {}
+    exec(_code(cells[0]), settings)  # the top config cell
+    config = DemoConfig(
+        mode=settings["MODE"],
+        n_rows=settings["N_ROWS"],
+        epochs=settings["EPOCHS"],
+        batch_size=settings["BATCH_SIZE"],
+        out_dir=settings["OUT_DIR"],
+    )
+    assert config.epochs and config.n_rows > 0
+    assert sum("demo_flow(" in "".join(c["source"]) for c in cells) == 1

@@ -1,0 +1,177 @@
+"""The evaluate, demo, learning-curve and sweep flows under the real Prefect test harness."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from prefect import get_client
+
+from linklm import evaluate, metrics, report, train
+from linklm.config import EvalConfig, LearningCurveConfig, SweepConfig, TrainConfig
+
+TINY_TRAIN = {"max_steps": 8, "batch_size": 16, "eval_rows": 16, "warmup_steps": 1}
+LOGGED = {"logging_steps": 2, "eval_steps": 4}
+
+
+def _artifact_keys() -> set[str]:
+    with get_client(sync_client=True) as client:
+        return {a.key for a in client.read_artifacts() if a.key}
+
+
+def _child_flow_names(flow_run_id) -> list[str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+        flows = {f.id: f.name for f in client.read_flows()}
+    return sorted(flows[r.flow_id] for r in runs if r.parent_task_run_id and r.id != flow_run_id)
+
+
+@pytest.fixture(scope="module")
+def trained_run(small_dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    summary = train.train(
+        TrainConfig(data_dir=small_dataset, out_dir=out, run_name="tiny", **TINY_TRAIN, **LOGGED)
+    )
+    return Path(summary["run_dir"])
+
+
+def test_evaluate_flow_writes_predictions_metrics_report_and_artifacts(
+    prefect_harness, small_dataset, trained_run
+):
+    from flows.evaluate import evaluate_flow
+
+    result = evaluate_flow(
+        EvalConfig(model=str(trained_run), data_dir=small_dataset, max_rows=60, tabular_rows=300)
+    )
+    out = trained_run / "eval-test"
+    assert result["out_dir"] == str(out) and result["rows"] == 60
+    names = [s["name"] for s in result["systems"]]
+    assert names[0] == evaluate.MODEL and "physics oracle" in names
+    assert "gradient-boosted trees (scikit-learn)" in names
+    # every metric can be recomputed from the per-row CSV, outside the platform
+    csv = pl.read_csv(out / "predictions.csv", schema_overrides={"pred_channel": pl.Int64})
+    assert csv.height == 60 and {"scenario_id", "true_channel", "pred_channel", "raw"} <= set(
+        csv.columns
+    )
+    top1 = (csv["pred_channel"] == csv["true_channel"]).fill_null(False).mean()
+    assert result["systems"][0]["channel"]["top1"] == pytest.approx(top1)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["systems"] == result["systems"] and saved["dataset_sha256"]
+    assert set(pl.read_parquet(out / "baseline_predictions.parquet")["system"]) == set(names[1:])
+    html = Path(result["report"]["html"]).read_text()
+    assert report.html_has_no_remote_scripts(html) and "Where the model stands" in html
+    for chart in ("training", "baselines", "confusion", "throughput", "slices"):
+        assert Path(result["report"][f"png:{chart}"]).stat().st_size > 1000
+    assert {
+        "evaluation-summary",
+        "evaluation-systems",
+        "evaluation-report",
+        "evaluation-baselines-chart",
+    } <= _artifact_keys()
+
+
+def test_latest_run_and_missing_model_are_clear(tmp_path, small_dataset, trained_run):
+    with pytest.raises(evaluate.EvaluationError, match="no finished training run"):
+        evaluate.model_source(EvalConfig(runs_dir=tmp_path))
+    source, run = evaluate.model_source(EvalConfig(runs_dir=trained_run.parent))
+    assert run == trained_run and source == str(trained_run / "model")
+    with pytest.raises(evaluate.EvaluationError, match="pass out_dir"):
+        evaluate.out_dir_of(EvalConfig(model="linklm-default"), None)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.evaluate",
+            "--model",
+            str(tmp_path / "nope"),
+            "--out-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert cli.returncode == 2 and "no such model folder" in cli.stderr
+    assert len(cli.stderr.strip().splitlines()) == 1
+
+
+def test_demo_flow_end_to_end_with_tiny_sizes(prefect_harness, tmp_path):
+    from flows.demo import demo_flow
+    from linklm.config import DemoConfig
+
+    config = DemoConfig(
+        out_dir=tmp_path / "demo", n_rows=1500, max_steps=6, batch_size=16, eval_rows=40
+    )
+    state = demo_flow(config, return_state=True)
+    result = state.result()
+    assert {"data", "train", "evaluate"} <= set(_child_flow_names(state.state_details.flow_run_id))
+    assert (tmp_path / "demo" / "data" / "manifest.json").exists()
+    assert (tmp_path / "demo" / "data" / "validation" / "report.md").exists()
+    assert Path(result["report"]["html"]).exists() and result["demo_seconds"] > 0
+    assert result["standing"]["channel"]["baseline"] == "quietest channel (scan)"
+    assert {"baselines", "data-validation", "train-run", "evaluation-summary"} <= _artifact_keys()
+
+
+def test_learning_curve_flow_one_point_per_size(prefect_harness, small_dataset, tmp_path):
+    from flows.learning_curve import learning_curve_flow
+
+    config = LearningCurveConfig(
+        data_dir=small_dataset,
+        out_dir=tmp_path / "lc",
+        sizes=(64, 256),
+        epochs=1,
+        batch_size=32,
+        eval_rows=40,
+    )
+    summary = learning_curve_flow(config)
+    assert [p["train_rows"] for p in summary["points"]] == [64, 256]
+    assert [p["steps"] for p in summary["points"]] == [2, 8]
+    assert any(r["system"] == "physics oracle" and r["top1"] == 1.0 for r in summary["references"])
+    saved = json.loads((tmp_path / "lc" / "learning_curve.json").read_text())
+    assert saved["points"] == summary["points"]
+    md = Path(summary["report"]["md"]).read_text()
+    assert "| 64 |" in md and "charts/learning_curve_top1_ranked.png" in md
+    assert "learning-curve" in _artifact_keys()
+
+
+def test_sweep_flow_ranks_trials_by_the_metric(prefect_harness, small_dataset, tmp_path):
+    from flows.sweep import ranked, sweep_flow
+
+    config = SweepConfig(
+        data_dir=small_dataset,
+        out_dir=tmp_path / "sweep",
+        grid={"mode": ["full", "lora"]},
+        max_rows=200,
+        max_steps=4,
+        eval_rows=40,
+        metric="top1_ranked",  # ranking always answers; greedy answers may not parse yet
+    )
+    summary = sweep_flow(config)
+    results = summary["results"]
+    assert sorted(r["name"] for r in results) == ["mode=full", "mode=lora"]
+    scores = [r["top1_ranked"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+    (stamp,) = (tmp_path / "sweep" / "runs").iterdir()
+    assert (stamp / "trial-01" / "adapter").exists()  # the lora trial
+    assert "sweep" in _artifact_keys()
+    fake = [{"name": "a", "top1": 0.5}, {"name": "b", "top1": None}, {"name": "c", "top1": 0.9}]
+    assert [r["name"] for r in ranked(fake, "top1")] == ["c", "a", "b"]
+    fake = [{"name": "a", "throughput_mae": 9.0}, {"name": "b", "throughput_mae": 3.0}]
+    assert [r["name"] for r in ranked(fake, "throughput_mae")] == ["b", "a"]  # lower is better
+
+
+def test_sweep_config_refuses_unknown_or_invalid_settings():
+    with pytest.raises(ValueError, match="cannot sweep"):
+        SweepConfig(grid={"dropout_everything": [1]})
+    with pytest.raises(ValueError, match="greater than 0"):
+        SweepConfig(trials=[{"learning_rate": -1}])
+    assert len(SweepConfig(grid={"mode": ["full", "lora"], "lora_r": [4, 8]}).expanded()) == 4
+
+
+def test_slice_columns_exist_in_the_data(small_dataset):
+    from linklm import examples
+
+    rows = examples.split_rows(small_dataset, "test", max_rows=5)
+    assert set(metrics.SLICE_COLUMNS) <= set(rows.columns)

@@ -1,0 +1,65 @@
+"""The retrain flow under the Prefect test harness: promote the first, keep a tie, keep out a
+failed challenger; the frozen test set, the lineage and the published copy."""
+
+import json
+
+from prefect import get_client
+
+from flows.retrain import retrain_flow
+from linklm import dataset, registry, storage
+from linklm.config import RetrainConfig
+
+TINY = {"frozen_rows": 1500, "n_rows": 1500, "max_steps": 4, "batch_size": 16, "eval_rows": 40}
+
+
+def _artifact_keys() -> set[str]:
+    with get_client(sync_client=True) as client:
+        return {a.key for a in client.read_artifacts() if a.key}
+
+
+def test_retrain_promotes_only_a_better_challenger(prefect_harness, tmp_path):
+    shared = tmp_path / "shared"
+    config = RetrainConfig(
+        registry=tmp_path / "registry" / "registry.json",
+        frozen_dir=tmp_path / "registry" / "frozen",
+        out_dir=tmp_path / "retrain",
+        data_seed=5,
+        artifacts_url=shared.as_uri(),
+        **TINY,
+    )
+    first = retrain_flow(config)
+    assert first["decision"] == "promoted" and "first champion" in first["reason"]
+    run_dir = registry.champion_run_dir(config.registry)
+    assert (run_dir / "run.json").exists() and (run_dir / "model").is_dir()
+    assert (run_dir / "eval-frozen" / "metrics.json").exists()
+
+    lineage = first["lineage"]
+    data_manifest = dataset.read_manifest(config.out_dir / "data" / "seed-5")
+    frozen_manifest = dataset.read_manifest(config.frozen_dir)
+    assert lineage["data_sha256"] == data_manifest["dataset_sha256"]
+    assert lineage["frozen_test_sha256"] == frozen_manifest["dataset_sha256"]
+    assert frozen_manifest["generation"]["seed"] == config.frozen_seed
+    assert lineage["train_config"]["max_steps"] == 4 and lineage["code_version"]["linklm"]
+    assert lineage["retrain_config"]["metric"] == "top1_ranked"
+
+    # Same data, same seeds: the same model, the same score: a tie keeps the champion.
+    second = retrain_flow(config)
+    assert second["decision"] == "kept", second["reason"]
+    assert second["champion"] == first["id"]
+    assert second["champion_score"] == second["challenger_score"] == first["challenger_score"]
+    assert (registry.champion_run_dir(config.registry) / "run.json").exists()
+
+    # A challenger that cannot train is recorded as failed, fails the run, and changes nothing.
+    broken = config.model_copy(update={"model": str(tmp_path / "no-such-model")})
+    state = retrain_flow(broken, return_state=True)
+    assert state.is_failed() and "champion" in state.message
+    saved = registry.read(config.registry)
+    assert [e["decision"] for e in saved["history"]] == ["promoted", "kept", "failed"]
+    assert saved["champion"]["id"] == first["id"] and saved["history"][-1]["error"]
+
+    assert {"retrain-decision", "registry-history", "retrain-artifacts"} <= _artifact_keys()
+    copy = shared / "retrain" / first["id"]
+    assert storage.read_index(copy.as_uri())["files"]
+    assert (copy / "eval-frozen" / "report" / "report.html").exists()
+    published = json.loads((shared / "registry" / "registry.json").read_text())
+    assert published["champion"]["id"] == first["id"] and len(published["history"]) == 3

@@ -1,0 +1,248 @@
+"""Predict, model cards and publish --dry-run on a tiny trained run (real transformers)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from linklm import card, export, predict, publish, train
+from linklm.config import EvalConfig, TrainConfig
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_dir(small_dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("predict-runs")
+    summary = train.train(
+        TrainConfig(
+            data_dir=small_dataset,
+            out_dir=out,
+            run_name="p",
+            max_steps=40,
+            batch_size=32,
+            eval_rows=16,
+            warmup_steps=4,
+            learning_rate=3e-3,
+        )
+    )
+    return Path(summary["run_dir"])
+
+
+@pytest.fixture(scope="module")
+def seed_csv(small_dataset, tmp_path_factory) -> Path:
+    """The seed-format CSV of 40 rows, as another program would write it."""
+    out = tmp_path_factory.mktemp("csv")
+    frame = export.to_seed_csv_frame(
+        pl.read_parquet(next((small_dataset / "chunks").glob("*.parquet"))).head(40)
+    )
+    path = out / "links.csv"
+    frame.write_csv(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor(run_dir) -> predict.Predictor:
+    return predict.Predictor(str(run_dir))
+
+
+def test_predicts_a_seed_format_csv_without_labels(predictor, seed_csv):
+    text = pl.read_csv(seed_csv, infer_schema=False).drop(
+        "recommended_channel_mhz", "expected_throughput_mbps", "rssi_dbm", "snr_db"
+    )
+    result = predictor.predict(text)
+    rows = result.rows
+    assert rows.height == 40 and result.problems.height == 0
+    assert rows["scenario_id"].to_list() == text["scenario_id"].cast(pl.Int64).to_list()
+    available = [json.loads(a) for a in text["available_channels_mhz"].to_list()]
+    for row, chans in zip(rows.to_dicts(), available, strict=True):
+        assert {row["candidate_1_mhz"], row["candidate_2_mhz"], row["candidate_3_mhz"]} <= set(
+            chans
+        )
+        assert row["candidate_1_score"] >= row["candidate_2_score"] >= row["candidate_3_score"]
+        if row["valid"]:
+            assert row["recommended_channel_mhz"] in chans and row["source"] == "model"
+        else:
+            assert row["recommended_channel_mhz"] is None and row["source"] == "none"
+
+
+def test_labels_and_leaky_columns_do_not_change_answers(predictor, seed_csv):
+    full = pl.read_csv(seed_csv, infer_schema=False)
+    scrambled = full.with_columns(
+        rssi_dbm=pl.lit("-20.0"), snr_db=pl.lit("60.0"), recommended_channel_mhz=pl.lit("4900")
+    )
+    a = predictor.predict(full).rows
+    b = predictor.predict(scrambled).rows
+    assert a.equals(b)
+
+
+def test_bad_rows_are_reported_by_id_and_skipped(predictor, seed_csv):
+    text = pl.read_csv(seed_csv, infer_schema=False)
+    ids = text["scenario_id"].to_list()
+    text = text.with_columns(
+        tx_power_dbm=pl.when(pl.col("scenario_id") == ids[2])
+        .then(pl.lit("loud"))
+        .otherwise(pl.col("tx_power_dbm")),
+        link_distance_m=pl.when(pl.col("scenario_id") == ids[7])
+        .then(pl.lit("NaN"))
+        .otherwise(pl.col("link_distance_m")),
+    )
+    result = predictor.predict(text)
+    assert result.rows.height == 38 and result.failed
+    assert sorted(result.skipped_ids()) == sorted(int(i) for i in (ids[2], ids[7]))
+    columns = set(result.problems["column"])
+    assert columns == {"tx_power_dbm", "link_distance_m"}
+    with pytest.raises(Exception, match="missing input column"):
+        predictor.predict(text.drop("spectral_scan_dbm"))
+
+
+def test_guardrails_and_heuristic_fallback(run_dir, small_dataset):
+    from linklm import examples
+
+    rows = examples.split_rows(small_dataset, "test", max_rows=3)
+    first = rows["available_channels_mhz"][0][0]
+    ok = predict.guardrails(
+        rows, np.array([first, 1234, first]), np.array([10.0, 10.0, 10 * 160 + 1.0])
+    )
+    assert ok.tolist() == [True, False, rows["channel_bandwidth_mhz"][2] * 10 >= 1601]
+    assert not predict.guardrails(rows.head(1), np.array([first]), np.array([0.0]))[0]
+
+    # an untrained model answers garbage: without fallback unusable, with it the heuristic
+    untrained = predict.Predictor("linklm-default", fallback="none")
+    text = _as_text(rows)
+    plain = untrained.predict(text).rows
+    assert (plain["source"] == "none").sum() == (~plain["valid"]).sum()
+    untrained.fallback = "heuristic"
+    fixed = untrained.predict(text)
+    quiet = fixed.rows.filter(pl.col("source") == "heuristic")
+    assert quiet.height == (~plain["valid"]).sum()
+    from linklm import baselines
+
+    expected = dict(zip(rows["scenario_id"], baselines.quietest_channel(rows), strict=True))
+    assert all(expected[r["scenario_id"]] == r["recommended_channel_mhz"] for r in quiet.to_dicts())
+    assert not fixed.failed
+
+
+def _as_text(rows: pl.DataFrame) -> pl.DataFrame:
+    return rows  # a typed frame (lists, scan aligned with channels) is accepted as well
+
+
+def test_cli_csv_jsonl_and_stdin(run_dir, seed_csv, tmp_path):
+    out = tmp_path / "answers.csv"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.predict",
+            "--model",
+            str(run_dir),
+            "--input",
+            str(seed_csv),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    assert "40 rows answered" in done.stdout
+    assert pl.read_csv(out).height == 40
+    records = pl.read_csv(seed_csv, infer_schema=False).head(2).to_dicts()
+    for r in records:
+        for k in (
+            "available_channels_mhz",
+            "spectral_scan_dbm",
+            "device_a_coordinates",
+            "device_b_coordinates",
+        ):
+            r[k] = json.loads(r[k])
+    jsonl = tmp_path / "links.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    one = {k: v for k, v in records[0].items() if k not in ("scenario_id", "rssi_dbm", "snr_db")}
+    stdin = subprocess.run(
+        [sys.executable, "-m", "flows.predict", "--model", str(run_dir), "--input", "-"],
+        input=json.dumps(one),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    answer = json.loads(stdin.stdout.strip().splitlines()[-1])
+    assert answer["scenario_id"] == 1 and "recommended_channel_mhz" in answer
+    assert stdin.returncode == (0 if answer["valid"] else 1)
+    bad = dict(one, tx_power_dbm="loud")
+    refused = subprocess.run(
+        [sys.executable, "-m", "flows.predict", "--model", str(run_dir), "--input", "-"],
+        input=json.dumps(bad),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert refused.returncode == 1 and "tx_power_dbm" in refused.stderr
+    from_jsonl = predict.Predictor(str(run_dir)).predict_source(str(jsonl))
+    assert from_jsonl.rows.height == 2
+
+
+def test_champion_resolution(run_dir, tmp_path):
+    registry = pytest.importorskip("linklm.registry")
+    with pytest.raises(registry.RegistryError):
+        predict.model_folder("champion", tmp_path / "registry.json")
+
+
+def test_model_card_matches_the_run_and_its_metrics(run_dir, small_dataset):
+    from linklm import evaluate
+
+    text = (run_dir / "README.md").read_text()
+    assert text.startswith("---\n") and "library_name: transformers" in text
+    assert "Not evaluated yet" in text
+    result = evaluate.evaluate(
+        EvalConfig(model=str(run_dir), data_dir=small_dataset, max_rows=50, tabular_rows=300)
+    )
+    text = (run_dir / "README.md").read_text()
+    metrics = json.loads((run_dir / "eval-test" / "metrics.json").read_text())
+    run = json.loads((run_dir / "run.json").read_text())
+    assert metrics["systems"] == result["systems"]
+    model = metrics["systems"][0]
+    assert f"| **fine-tuned model** | {100 * model['channel']['top1']:.1f} %" in text
+    assert run["dataset_sha256"] in text and f"| steps | {run['steps']} |" in text
+    assert "synthetic" in text and "Intended use and limits" in text
+
+
+def test_publish_dry_run_folder_loads_back(run_dir, tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.publish",
+            str(run_dir),
+            "--repo-id",
+            "me/linklm-test",
+            "--dry-run",
+            "--out-dir",
+            str(tmp_path / "up"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "up"
+    assert {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "linklm_prompt.json",
+        "run.json",
+    } <= {p.name for p in folder.iterdir()}
+    loaded = publish.check_loads(folder)
+    assert loaded["model_class"] == "Gemma3ForCausalLM" and loaded["parameters"] > 1e6
+    assert (folder / "README.md").read_text() == card.render(run_dir)
+    with pytest.raises(publish.PublishError, match="no adapter"):
+        publish.weights_dir(run_dir, adapter=True)
+    with pytest.raises(publish.PublishError, match="no Hugging Face token"):
+        publish.push(folder, "me/x", True, None)

@@ -1,0 +1,138 @@
+"""The champion registry: the promotion rule, atomic locked writes, the frozen-set guard."""
+
+import json
+import math
+import threading
+from pathlib import Path
+
+import pytest
+
+from linklm import registry
+from linklm.registry import RegistryError, decide
+
+FROZEN = {"data_dir": "frozen", "dataset_sha256": "a" * 64, "rows": 100, "generation": {}}
+
+
+@pytest.mark.parametrize(
+    ("metric", "challenger", "champion", "promote"),
+    [
+        ("top1", 0.81, 0.80, True),  # higher is better for accuracies
+        ("top1", 0.79, 0.80, False),
+        ("top1", 0.80, 0.80, False),  # a tie keeps the champion
+        ("top1_ranked", 0.5, 0.4, True),
+        ("top3", 0.9, 0.95, False),
+        ("throughput_mae", 9.0, 10.0, True),  # lower is better for an error
+        ("throughput_mae", 11.0, 10.0, False),
+        ("throughput_mae", 10.0, 10.0, False),
+        ("top1", None, 0.5, False),  # a failed challenger never wins
+        ("top1", math.nan, 0.5, False),
+        ("throughput_mae", None, 10.0, False),
+        ("top1", 0.9, None, False),  # a champion that cannot be scored is not thrown out
+    ],
+)
+def test_promotion_rule(metric, challenger, champion, promote):
+    decision = decide(metric, challenger, champion, has_champion=True)
+    assert decision.promote is promote
+    assert metric in decision.reason
+
+
+def test_first_scored_challenger_becomes_champion_but_not_a_failed_one():
+    assert decide("top1", 0.01, None, has_champion=False).promote
+    assert decide("throughput_mae", 500.0, None, has_champion=False).promote
+    assert not decide("top1", None, None, has_champion=False).promote
+    assert "first champion" in decide("top1", 0.3, None, has_champion=False).reason
+
+
+def _outcome(name: str, score: float | None, champion_score: float | None = None) -> dict:
+    return {
+        "id": name,
+        "run_dir": f"/runs/{name}",
+        "status": "scored" if score is not None else "failed",
+        "metric": "top1",
+        "challenger_score": score,
+        "champion_score": champion_score,
+        "metrics": {"top1": score},
+        "lineage": {"data_sha256": "b" * 64},
+        "artifacts": None,
+    }
+
+
+def test_record_decisions_keeps_history_and_only_promotes_better(tmp_path):
+    path = tmp_path / "reg" / "registry.json"
+    assert registry.champion(path) is None
+    with pytest.raises(RegistryError, match="no champion yet"):
+        registry.champion_run_dir(path)
+
+    first = registry.record_decision(path, _outcome("c1", 0.5), None, FROZEN)
+    assert first["decision"] == "promoted" and registry.champion(path)["id"] == "c1"
+    worse = registry.record_decision(path, _outcome("c2", 0.4, 0.5), "c1", FROZEN)
+    tie = registry.record_decision(path, _outcome("c3", 0.5, 0.5), "c1", FROZEN)
+    failed = registry.record_decision(path, _outcome("c4", None, None), "c1", FROZEN)
+    assert [e["decision"] for e in (worse, tie, failed)] == ["kept", "kept", "failed"]
+    assert registry.champion(path)["id"] == "c1"
+    better = registry.record_decision(path, _outcome("c5", 0.6, 0.5), "c1", FROZEN)
+    assert better["decision"] == "promoted" and better["champion"] == "c1"
+
+    saved = json.loads(path.read_text())
+    assert saved["champion"]["id"] == "c5" and saved["champion"]["score"] == 0.6
+    assert saved["champion"]["lineage"]["data_sha256"] == "b" * 64
+    assert [e["id"] for e in saved["history"]] == ["c1", "c2", "c3", "c4", "c5"]
+    assert saved["frozen_test"]["dataset_sha256"] == FROZEN["dataset_sha256"]
+    assert not list(path.parent.glob("*.tmp-*"))  # atomic writes leave no temp files
+
+
+def test_champion_run_dir_points_at_the_run_and_says_when_it_is_gone(tmp_path):
+    path = tmp_path / "registry.json"
+    run = tmp_path / "runs" / "c1"
+    (run / "model").mkdir(parents=True)
+    outcome = _outcome("c1", 0.5) | {"run_dir": str(run), "artifacts": "gs://bucket/c1"}
+    registry.record_decision(path, outcome, None, FROZEN)
+    assert registry.champion_run_dir(path) == run
+    (run / "model").rmdir()
+    run.rmdir()
+    with pytest.raises(RegistryError, match="not on this machine.*gs://bucket/c1"):
+        registry.champion_run_dir(path)
+
+
+def test_a_stale_comparison_or_another_frozen_set_is_refused(tmp_path):
+    path = tmp_path / "registry.json"
+    registry.record_decision(path, _outcome("c1", 0.5), None, FROZEN)
+    # compared against "nobody" while c1 became champion: kept out, with the reason
+    stale = registry.record_decision(path, _outcome("c2", 0.9), None, FROZEN)
+    assert stale["decision"] == "kept" and "champion changed" in stale["reason"]
+    other = FROZEN | {"dataset_sha256": "f" * 64}
+    with pytest.raises(RegistryError, match="not comparable"):
+        registry.record_decision(path, _outcome("c3", 0.9, 0.5), "c1", other)
+    assert registry.champion(path)["id"] == "c1"
+
+
+def test_concurrent_writers_never_lose_a_decision(tmp_path):
+    path = tmp_path / "registry.json"
+    registry.record_decision(path, _outcome("c0", 0.5), None, FROZEN)
+
+    def write(i: int) -> None:
+        registry.record_decision(path, _outcome(f"w{i}", 0.1, 0.5), "c0", FROZEN)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(registry.read(path)["history"]) == 9
+
+
+def test_unreadable_registry_is_a_clear_error(tmp_path):
+    path = tmp_path / "registry.json"
+    path.write_text("{not json")
+    with pytest.raises(RegistryError, match="not valid JSON"):
+        registry.champion(path)
+    assert Path("runs/registry/registry.json") == registry.DEFAULT_PATH
+
+
+def test_registry_and_storage_need_no_prefect():
+    import subprocess
+    import sys
+
+    code = "import sys, linklm.registry, linklm.storage; print('prefect' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
