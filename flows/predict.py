@@ -1,6 +1,7 @@
 """The predict flow: a trained model answers every link of a file (batch scoring).
 
     python -m flows.predict --model runs/demo/train/demo-... --input links.csv --output answers.csv
+    python -m flows.predict --model runs/demo/train/demo-... --input runs/demo/data --split test
     python -m flows.predict --model champion --input s3://bucket/links.jsonl --output answers.parquet
     echo '{"link_distance_m": 1200, ...}' | python -m flows.predict --model RUN_DIR --input -
 
@@ -54,11 +55,11 @@ def _markdown(config: PredictConfig, summary: dict) -> str:
 
 
 @flow(name="predict")
-def predict_flow(config: PredictConfig) -> dict:
+def predict_flow(config: PredictConfig = PredictConfig()) -> dict:  # noqa: B008 (UI form default)
     """Load the model once, answer every valid row, write the answers, report the rest."""
     logger = get_run_logger()
     predictor = t.load(config, secrets.hf_token())
-    prediction = t.answer(predictor, config.input)
+    prediction = t.answer(predictor, config.input, config.split)
     output = t.write(prediction, config.output)
     summary = summarise(prediction, output)
     for problem in prediction.problems.head(20).to_dicts():

@@ -326,8 +326,11 @@ class PredictConfig(BaseModel):
         "champion", description="Run folder, model folder, registered name, or 'champion'."
     )
     input: str = Field(
-        ..., description="CSV, JSON, JSON lines or Parquet: a path, an fsspec URL, or '-'."
+        "runs/data",
+        description="CSV, JSON, JSON lines or Parquet (a path, an fsspec URL, or '-'), or a "
+        "dataset folder made by the data flow (then the rows of `split`).",
     )
+    split: Split = Field("test", description="The split scored when input is a dataset folder.")
     output: str = Field(
         "predictions.csv", description="Where the answers go (.csv, .jsonl or .parquet; '-')."
     )

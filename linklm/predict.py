@@ -289,8 +289,15 @@ class Predictor:
         answered = self.answer(rows) if rows.height else _empty_answers()
         return Prediction(answered, problems)
 
-    def predict_source(self, source: str) -> Prediction:
-        """A file, fsspec URL or '-' (stdin), in CSV, JSON, JSON lines or Parquet."""
+    def predict_source(self, source: str, split: str = "test") -> Prediction:
+        """A file, fsspec URL or '-' (stdin), in CSV, JSON, JSON lines or Parquet; or a
+        dataset folder of the data flow, whose ``split`` rows are scored (labels ignored)."""
+        if Path(source).is_dir():
+            from linklm import examples
+
+            if not (Path(source) / "manifest.json").exists():
+                raise SchemaError(f"{source}: a folder, but not a dataset (no manifest.json)")
+            return self.predict(examples.split_rows(Path(source), split), f"{source} ({split})")
         return self.predict(read_links_text(source), source)
 
     def predict_one(self, link: dict) -> dict:

@@ -20,8 +20,8 @@ def load(config: PredictConfig, token: str | None) -> predict.Predictor:
 
 
 @task(name="answer-links", cache_policy=NO_CACHE, persist_result=False)
-def answer(predictor: predict.Predictor, source: str) -> predict.Prediction:
-    return predictor.predict_source(source)
+def answer(predictor: predict.Predictor, source: str, split: str) -> predict.Prediction:
+    return predictor.predict_source(source, split)
 
 
 @task(name="write-answers", cache_policy=NO_CACHE, persist_result=False, retries=2)

@@ -246,3 +246,16 @@ def test_publish_dry_run_folder_loads_back(run_dir, tmp_path):
         publish.weights_dir(run_dir, adapter=True)
     with pytest.raises(publish.PublishError, match="no Hugging Face token"):
         publish.push(folder, "me/x", True, None)
+
+
+def test_predicts_the_split_of_a_dataset_folder(predictor, small_dataset, tmp_path):
+    from linklm import examples
+
+    result = predictor.predict_source(str(small_dataset), "test")
+    assert result.problems.height == 0
+    assert (
+        result.rows["scenario_id"].to_list()
+        == examples.split_rows(small_dataset, "test")["scenario_id"].to_list()
+    )
+    with pytest.raises(Exception, match="not a dataset"):
+        predictor.predict_source(str(tmp_path))
