@@ -35,7 +35,7 @@ def summarise(prediction: predict.Prediction, output: str) -> dict:
         "output": output,
         "answered": rows.height,
         "from_model": int((rows["source"] == "model").sum()),
-        "from_heuristic": int((rows["source"] == "heuristic").sum()),
+        "from_fallback": int(rows["source"].is_in(["heuristic", "ranked"]).sum()),
         "unusable": int((rows["source"] == "none").sum()),
         "skipped": len(prediction.skipped_ids()),
         "skipped_ids": prediction.skipped_ids()[:1000],
@@ -46,7 +46,7 @@ def summarise(prediction: predict.Prediction, output: str) -> dict:
 def _markdown(config: PredictConfig, summary: dict) -> str:
     rows = [
         (k.replace("_", " "), summary[k])
-        for k in ("answered", "from_model", "from_heuristic", "unusable", "skipped")
+        for k in ("answered", "from_model", "from_fallback", "unusable", "skipped")
     ]
     return (
         f"# Predictions of {config.model}\n\n`{config.input}` -> `{summary['output']}`\n\n"
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = predict_flow(config)
     print(  # to stderr when the answers themselves went to stdout
         f"{summary['answered']} rows answered ({summary['from_model']} by the model, "
-        f"{summary['from_heuristic']} by the heuristic fallback, {summary['unusable']} unusable), "
+        f"{summary['from_fallback']} by the fallback, {summary['unusable']} unusable), "
         f"{summary['skipped']} skipped for bad inputs -> {summary['output']}",
         file=sys.stderr if config.output == "-" else sys.stdout,
     )

@@ -334,8 +334,10 @@ class PredictConfig(BaseModel):
     output: str = Field(
         "predictions.csv", description="Where the answers go (.csv, .jsonl or .parquet; '-')."
     )
-    fallback: Literal["none", "heuristic"] = Field(
-        "none", description="heuristic: the quietest channel replaces an unusable answer."
+    fallback: Literal["none", "heuristic", "ranked"] = Field(
+        "none",
+        description="What replaces an unusable answer: heuristic, the quietest channel; ranked, "
+        "the model's most likely available channel.",
     )
     batch_size: int = Field(64, gt=0)
     registry: Path | None = Field(None, description="Registry file for 'champion'.")

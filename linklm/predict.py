@@ -28,7 +28,7 @@ from linklm import answers, baselines, models, reader, rules, schema
 from linklm.errors import LinkLMError, SchemaError
 from linklm.train import RUN_FILE
 
-Fallback = Literal["none", "heuristic"]
+Fallback = Literal["none", "heuristic", "ranked"]
 TOP_K = 3
 CHAMPION = "champion"
 OPTIONAL_COLUMNS = ("scenario_id", *schema.LABEL_COLUMNS, *schema.LEAKY_COLUMNS)
@@ -256,13 +256,19 @@ class Predictor:
         channel, throughput = greedy.channel, greedy.throughput
         valid = greedy.valid & guardrails(rows, channel, throughput, fmt.target)
         source = np.where(valid, "model", "none")
-        if self.fallback == "heuristic":
-            # the quietest channel replaces an unusable answer; a throughput that passed its
-            # own guardrail is kept, anything else is left empty rather than invented
+        if self.fallback != "none":
+            # heuristic: the quietest channel replaces an unusable answer; ranked: the
+            # model's own most likely available channel. A throughput that passed its own
+            # guardrail is kept, anything else is left empty rather than invented.
+            replacement = (
+                baselines.quietest_channel(rows)
+                if self.fallback == "heuristic" or not ranked[0]
+                else np.array([r[0][0] for r in ranked])
+            )
             throughput_ok = throughput_in_range(rows, throughput)
-            channel = np.where(valid, channel, baselines.quietest_channel(rows))
+            channel = np.where(valid, channel, replacement)
             throughput = np.where(valid | throughput_ok, throughput, np.nan)
-            source = np.where(valid, "model", "heuristic")
+            source = np.where(valid, "model", self.fallback)
         unanswered = source == "none"
         out = {
             "scenario_id": rows["scenario_id"],

@@ -125,6 +125,10 @@ def test_guardrails_and_heuristic_fallback(run_dir, small_dataset):
     expected = dict(zip(rows["scenario_id"], baselines.quietest_channel(rows), strict=True))
     assert all(expected[r["scenario_id"]] == r["recommended_channel_mhz"] for r in quiet.to_dicts())
     assert not fixed.failed
+    untrained.fallback = "ranked"  # the model's own most likely available channel instead
+    ranked = untrained.predict(text).rows.filter(pl.col("source") == "ranked")
+    assert ranked.height == quiet.height
+    assert (ranked["recommended_channel_mhz"] == ranked["candidate_1_mhz"]).all()
 
 
 def _as_text(rows: pl.DataFrame) -> pl.DataFrame:
