@@ -263,3 +263,28 @@ def test_predicts_the_split_of_a_dataset_folder(predictor, small_dataset, tmp_pa
     )
     with pytest.raises(Exception, match="not a dataset"):
         predictor.predict_source(str(tmp_path))
+
+
+def test_predicts_a_csv_written_by_plain_python(predictor, small_dataset, tmp_path):
+    """Another program's CSV: csv.writer, Python-literal lists and maps, True/False."""
+    import csv
+
+    from linklm import examples, schema
+
+    rows = examples.split_rows(small_dataset, "test", max_rows=12).to_dicts()
+    path = tmp_path / "other.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        columns = [c for c in schema.INPUT_COLUMNS]  # inputs only, no id, no labels
+        writer.writerow(columns)
+        for r in rows:
+            r = dict(r)
+            r["spectral_scan_dbm"] = dict(
+                zip(r["available_channels_mhz"], r["spectral_scan_dbm"], strict=True)
+            )
+            writer.writerow([str(r[c]) for c in columns])  # str(): Python's own literals
+    result = predictor.predict_source(str(path))
+    assert result.problems.height == 0 and result.rows.height == 12
+    assert result.rows["scenario_id"].to_list() == list(range(1, 13))  # numbered 1..n
+    ours = predictor.predict(examples.split_rows(small_dataset, "test", max_rows=12)).rows
+    assert result.rows.drop("scenario_id").equals(ours.drop("scenario_id"))
