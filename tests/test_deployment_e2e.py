@@ -30,7 +30,7 @@ ROOT = Path(__file__).parents[1]
 SERVER_START_S = 120
 DEPLOY_S = 300
 RUN_S = 480
-DEPLOYMENTS = {"data", "train", "evaluate", "learning-curve", "sweep", "demo", "retrain"}
+DEPLOYMENTS = {"data", "train", "evaluate", "learning-curve", "sweep", "demo", "retrain", "predict"}
 TINY_DEMO = {"n_rows": 1500, "max_steps": 6, "batch_size": 16, "eval_rows": 40}
 
 

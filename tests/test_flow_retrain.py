@@ -32,6 +32,9 @@ def test_retrain_promotes_only_a_better_challenger(prefect_harness, tmp_path):
     run_dir = registry.champion_run_dir(config.registry)
     assert (run_dir / "run.json").exists() and (run_dir / "model").is_dir()
     assert (run_dir / "eval-frozen" / "metrics.json").exists()
+    from linklm import predict  # `--model champion` resolves to the promoted run's weights
+
+    assert predict.model_folder("champion", config.registry) == str(run_dir / "model")
 
     lineage = first["lineage"]
     data_manifest = dataset.read_manifest(config.out_dir / "data" / "seed-5")
