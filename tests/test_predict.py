@@ -288,3 +288,17 @@ def test_predicts_a_csv_written_by_plain_python(predictor, small_dataset, tmp_pa
     assert result.rows["scenario_id"].to_list() == list(range(1, 13))  # numbered 1..n
     ours = predictor.predict(examples.split_rows(small_dataset, "test", max_rows=12)).rows
     assert result.rows.drop("scenario_id").equals(ours.drop("scenario_id"))
+
+
+def test_reads_and_writes_fsspec_urls(predictor, seed_csv):
+    import fsspec
+
+    from linklm import predict_io
+
+    with fsspec.open("memory://inbox/links.csv", "wb") as fh:
+        fh.write(seed_csv.read_bytes())
+    result = predictor.predict_source("memory://inbox/links.csv")
+    assert result.rows.height == 40 and result.problems.height == 0
+    predict_io.write_answers(result.rows, "memory://outbox/answers.parquet")
+    with fsspec.open("memory://outbox/answers.parquet", "rb") as fh:
+        assert pl.read_parquet(fh).equals(result.rows)
