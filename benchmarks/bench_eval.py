@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from linklm import answers, dataset, examples, models
+from linklm import answers, dataset, examples, models, train
 from linklm.config import GenerationConfig
 
 
@@ -29,11 +29,6 @@ def _timed(fn, *args, **kwargs):
     started = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - started
-
-
-def _model_folder(name: str) -> str:
-    path = Path(name)
-    return str(path / "model") if (path / "run.json").exists() else name
 
 
 def main() -> None:
@@ -51,7 +46,7 @@ def main() -> None:
     if not (data_dir / "manifest.json").exists():
         dataset.build(data_dir, GenerationConfig(n_rows=max(10 * args.rows, 5000), seed=3))
     rows = examples.split_rows(data_dir, "test", args.rows)
-    loaded = models.load(_model_folder(args.model))
+    loaded = models.load(str(train.run_weights(Path(args.model)) or args.model))
     m, tok, fmt = loaded.model, loaded.tokenizer, loaded.prompt_format
     answers.generate(m, tok, fmt, rows.head(8), batch_size=8)  # warm-up
 

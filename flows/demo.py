@@ -24,7 +24,14 @@ from flows.data import data_flow
 from flows.evaluate import evaluate_flow, print_result
 from flows.train import train_flow
 from linklm import storage
-from linklm.config import DataFlowConfig, DemoConfig, EvalConfig, GenerationConfig, TrainConfig
+from linklm.config import (
+    DataFlowConfig,
+    DemoConfig,
+    EvalConfig,
+    GenerationConfig,
+    TrainConfig,
+    intervals_for,
+)
 from tasks import evaluate as t_eval
 from tasks import storage as t_storage
 
@@ -56,12 +63,9 @@ def configs(config: DemoConfig) -> tuple[DataFlowConfig, TrainConfig, EvalConfig
         epochs=config.epochs or 1.0,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
-        warmup_steps=min(100, steps // 10),
         eval_rows=200,
-        eval_steps=max(steps // 4, 1),
-        save_steps=max(steps // 2, 1),
-        logging_steps=max(steps // 20, 1),
         seed=config.seed,
+        **intervals_for(steps),
     )
     evaluation = EvalConfig(
         artifacts_url=storage.NO_COPY,

@@ -45,18 +45,7 @@ def train_config(config: LearningCurveConfig, size: int, stamp: str) -> TrainCon
 
 
 def markdown(config: LearningCurveConfig, points: list[dict], references: list[dict]) -> str:
-    rows = [
-        [
-            summaries.fmt(p["train_rows"], "int"),
-            p["steps"],
-            summaries.fmt(p["train_seconds"]),
-            summaries.fmt(p["top1"], "pct"),
-            summaries.fmt(p["top1_ranked"], "pct"),
-            summaries.fmt(p["top3"], "pct"),
-            summaries.fmt(p["throughput_mae"]),
-        ]
-        for p in points
-    ]
+    rows = [[summaries.fmt(p["train_rows"], "int"), *summaries.trial_cells(p)] for p in points]
     refs = [
         [r["system"], summaries.fmt(r["top1"], "pct"), summaries.fmt(r["throughput_mae"])]
         for r in references
@@ -64,10 +53,7 @@ def markdown(config: LearningCurveConfig, points: list[dict], references: list[d
     return (
         f"# Learning curve: {config.model} ({config.mode}), {config.epochs:g} epochs per size\n\n"
         f"Every point is evaluated on the same {config.eval_rows:,} test rows.\n\n"
-        + summaries.table(
-            ["train rows", "steps", "train s", "top-1", "top-1 ranked", "top-3", "throughput MAE"],
-            rows,
-        )
+        + summaries.table(["train rows", *summaries.TRIAL_HEADER], rows)
         + "\n## Reference lines\n\n"
         + summaries.table(["system", "channel top-1", "throughput MAE"], refs)
     )

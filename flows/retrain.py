@@ -29,7 +29,14 @@ from flows.data import data_flow
 from flows.evaluate import evaluate_flow
 from flows.train import train_flow
 from linklm import dataset, evaluate, registry, storage
-from linklm.config import DataFlowConfig, EvalConfig, GenerationConfig, RetrainConfig, TrainConfig
+from linklm.config import (
+    DataFlowConfig,
+    EvalConfig,
+    GenerationConfig,
+    RetrainConfig,
+    TrainConfig,
+    intervals_for,
+)
 from linklm.errors import LinkLMError
 from linklm.train import versions
 from tasks import registry as t_registry
@@ -91,12 +98,9 @@ def challenger_config(config: RetrainConfig, data_dir: Path, run_name: str) -> T
         max_steps=steps,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
-        warmup_steps=min(100, steps // 10),
         eval_rows=200,
-        eval_steps=max(steps // 4, 1),
-        save_steps=max(steps // 2, 1),
-        logging_steps=max(steps // 20, 1),
         seed=config.seed,
+        **intervals_for(steps),
     )
 
 

@@ -56,35 +56,11 @@ def ranked(results: list[dict], metric: str) -> list[dict]:
 
 
 def markdown(config: SweepConfig, results: list[dict]) -> str:
-    rows = [
-        [
-            i + 1,
-            r["name"],
-            r["steps"],
-            summaries.fmt(r["train_seconds"]),
-            summaries.fmt(r["top1"], "pct"),
-            summaries.fmt(r["top1_ranked"], "pct"),
-            summaries.fmt(r["top3"], "pct"),
-            summaries.fmt(r["throughput_mae"]),
-        ]
-        for i, r in enumerate(results)
-    ]
+    rows = [[i + 1, r["name"], *summaries.trial_cells(r)] for i, r in enumerate(results)]
     return (
         f"# Sweep: {len(results)} trials of {config.model}, ranked by {config.metric}\n\n"
         f"Every trial is evaluated on the same {config.eval_rows:,} test rows.\n\n"
-        + summaries.table(
-            [
-                "rank",
-                "trial",
-                "steps",
-                "train s",
-                "top-1",
-                "top-1 ranked",
-                "top-3",
-                "throughput MAE",
-            ],
-            rows,
-        )
+        + summaries.table(["rank", "trial", *summaries.TRIAL_HEADER], rows)
     )
 
 

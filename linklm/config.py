@@ -111,6 +111,17 @@ Mode = Literal["full", "lora", "qlora"]
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+def intervals_for(steps: int) -> dict[str, int]:
+    """Warm-up, evaluation, checkpoint and logging intervals scaled to a run of ``steps``:
+    a short run still evaluates 4 times, checkpoints twice and logs 20 times."""
+    return {
+        "warmup_steps": min(100, steps // 10),
+        "eval_steps": max(steps // 4, 1),
+        "save_steps": max(steps // 2, 1),
+        "logging_steps": max(steps // 20, 1),
+    }
+
+
 class TrainConfig(BaseModel):
     """One fine-tuning run: data, model, mode and the knobs of transformers' Trainer."""
 

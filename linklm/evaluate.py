@@ -29,7 +29,7 @@ from linklm import (
 )
 from linklm.config import EvalConfig
 from linklm.errors import LinkLMError
-from linklm.train import RUN_FILE
+from linklm.train import RUN_FILE, run_weights
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,10 @@ def model_source(config: EvalConfig) -> tuple[str, Path | None]:
     name = config.model
     run_dir = latest_run(config.runs_dir) if name == "latest" else Path(name).expanduser()
     if (run_dir / RUN_FILE).exists():
-        for sub in ("model", "adapter"):
-            if (run_dir / sub).exists():
-                return str(run_dir / sub), run_dir
-        raise EvaluationError(f"{run_dir}: the run has neither model/ nor adapter/")
+        weights = run_weights(run_dir)
+        if weights is None:
+            raise EvaluationError(f"{run_dir}: the run has neither model/ nor adapter/")
+        return str(weights), run_dir
     return name, None
 
 
@@ -240,7 +240,11 @@ def read_metrics(out_dir: Path) -> dict:
 
 def headline(result: dict, name: str = MODEL) -> dict:
     """One system's main numbers from an evaluation result (None where not applicable)."""
-    system = next(s for s in result["systems"] if s["name"] == name)
+    return headline_of(next(s for s in result["systems"] if s["name"] == name))
+
+
+def headline_of(system: dict) -> dict:
+    """The main numbers of one entry of ``systems`` (None where not applicable)."""
     ch, tp = system.get("channel") or {}, system.get("throughput") or {}
     return {
         "top1": ch.get("top1"),
@@ -254,7 +258,7 @@ def headline(result: dict, name: str = MODEL) -> dict:
 def references(result: dict) -> list[dict]:
     """Every baseline's and the oracle's headline numbers (reference lines of a chart)."""
     return [
-        {"system": s["name"], "kind": s["kind"]} | headline(result, s["name"])
+        {"system": s["name"], "kind": s["kind"]} | headline_of(s)
         for s in result["systems"]
         if s["kind"] != "model"
     ]

@@ -26,7 +26,7 @@ import polars as pl
 
 from linklm import answers, baselines, models, reader, rules, schema
 from linklm.errors import LinkLMError, SchemaError
-from linklm.train import RUN_FILE
+from linklm.train import RUN_FILE, run_weights
 
 Fallback = Literal["none", "heuristic", "ranked"]
 TOP_K = 3
@@ -50,12 +50,10 @@ def model_folder(name: str, registry_path: Path | None = None) -> str:
     else:
         run_dir = Path(name).expanduser()
     if (run_dir / RUN_FILE).exists():
-        for sub in ("model", "adapter"):
-            if (run_dir / sub / "config.json").exists() or (
-                run_dir / sub / "adapter_config.json"
-            ).exists():
-                return str(run_dir / sub)
-        raise PredictError(f"{run_dir}: the run has neither model/ nor adapter/")
+        weights = run_weights(run_dir)
+        if weights is None:
+            raise PredictError(f"{run_dir}: the run has neither model/ nor adapter/")
+        return str(weights)
     return name
 
 

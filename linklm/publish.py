@@ -14,7 +14,7 @@ from pathlib import Path
 
 from linklm import atomic, card
 from linklm.errors import LinkLMError
-from linklm.train import RUN_FILE
+from linklm.train import RUN_FILE, run_weights
 
 PUBLISH_DIR = "publish"
 
@@ -27,11 +27,11 @@ def weights_dir(run_dir: Path, adapter: bool = False) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / RUN_FILE).exists():
         raise PublishError(f"{run_dir}: not a finished training run (no {RUN_FILE})")
-    order = ("adapter",) if adapter else ("model", "adapter")
-    for sub in order:
-        if (run_dir / sub).is_dir():
-            return run_dir / sub
-    raise PublishError(f"{run_dir}: no {' or '.join(order)}/ folder to publish")
+    weights = run_weights(run_dir, adapter)
+    if weights is None:
+        order = ("adapter",) if adapter else ("model", "adapter")
+        raise PublishError(f"{run_dir}: no {' or '.join(order)}/ folder to publish")
+    return weights
 
 
 def assemble(run_dir: Path, out_dir: Path | None = None, adapter: bool = False) -> Path:

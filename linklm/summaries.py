@@ -27,6 +27,21 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+TRIAL_HEADER = ("steps", "train s", "top-1", "top-1 ranked", "top-3", "throughput MAE")
+
+
+def trial_cells(row: dict) -> list[str]:
+    """The cells under ``TRIAL_HEADER`` for one trained-and-evaluated run (curve or sweep)."""
+    return [
+        row["steps"],
+        fmt(row["train_seconds"]),
+        fmt(row["top1"], "pct"),
+        fmt(row["top1_ranked"], "pct"),
+        fmt(row["top3"], "pct"),
+        fmt(row["throughput_mae"]),
+    ]
+
+
 def systems_table(systems: list[dict]) -> str:
     """One row per system: the model, every baseline and the oracle, same metrics."""
     rows = []

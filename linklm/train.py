@@ -35,6 +35,19 @@ HISTORY_FILE = "history.json"
 CONFIG_FILE = "train_config.json"
 
 
+def run_weights(run_dir: Path, adapter: bool = False) -> Path | None:
+    """The weights folder of a finished run: model/ (full or merged weights), else adapter/
+    (QLoRA saves only that); with ``adapter``, adapter/ only. None when ``run_dir`` is not a
+    finished run or holds neither, so each caller can say what that means for it."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).exists():
+        return None
+    for sub in ("adapter",) if adapter else ("model", "adapter"):
+        if (run_dir / sub).is_dir():
+            return run_dir / sub
+    return None
+
+
 def saved_config(run_dir: Path) -> dict | None:
     """The settings a run started with (None for a run made before they were saved)."""
     path = Path(run_dir) / CONFIG_FILE
