@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -16,6 +17,24 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse in the platform's error style: one ``error:`` line and exit 2 for an unknown
+    option, a missing argument or a value of the wrong type (the usage stays in --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see {self.prog} --help)")
+
+
+def option_error(exc: ValidationError) -> str:
+    """A config's first validation error as one line: the option, then what is wrong.
+
+    A check across options (e.g. bf16 with fp16) has no single option to name."""
+    err = exc.errors()[0]
+    message = err["msg"].removeprefix("Value error, ")
+    where = ".".join(map(str, err["loc"]))
+    return f"invalid option {where}: {message}" if where else f"invalid options: {message}"
+
+
 def run_cli(main: Callable[[], int]) -> None:
     """Run ``main``; a platform error or a bad option prints one line and exits 2."""
     try:
@@ -23,8 +42,7 @@ def run_cli(main: Callable[[], int]) -> None:
     except LinkLMError as exc:
         fail(str(exc))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}")
+        fail(option_error(exc))
     except FileNotFoundError as exc:
         fail(f"{exc.filename}: file not found")
     raise SystemExit(code)
@@ -32,7 +50,6 @@ def run_cli(main: Callable[[], int]) -> None:
 
 def add_model_options(parser, model_cls) -> None:
     """One --option per field of a flat pydantic config (pydantic checks the values)."""
-    import argparse
     import typing
 
     for name, field in model_cls.model_fields.items():

@@ -29,7 +29,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ValidationError
 
-from flows.cli import fail, run_cli
+from flows.cli import ArgumentParser, fail, option_error, run_cli
 from linklm import dataset, export, schema, shards, simulate, validate
 from linklm.config import DataFlowConfig, GenerationConfig, PromptConfig, SplitConfig
 from tasks import data as t
@@ -163,7 +163,7 @@ def run_data_flow(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m flows.data",
         description=__doc__.split("\n")[0],
         epilog="Options of the default command: python -m flows.data run --help",
@@ -265,8 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}")
+        fail(option_error(exc))
     if args.workers < 1:
         fail(f"invalid option workers: must be >= 1, got {args.workers}")
     # Fail before starting Prefect when the folder belongs to another config.

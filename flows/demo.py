@@ -12,14 +12,13 @@ between the baselines and the physics oracle.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
 
 from prefect import flow, get_run_logger
 
-from flows.cli import add_model_options, model_from_options, run_cli
+from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
 from flows.data import data_flow
 from flows.evaluate import evaluate_flow, print_result
 from flows.train import train_flow
@@ -107,9 +106,7 @@ def demo_flow(config: DemoConfig = DemoConfig()) -> dict:  # noqa: B008 (UI form
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.demo", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n")[0])
     add_model_options(parser, DemoConfig)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     result = demo_flow(model_from_options(DemoConfig, args))

@@ -11,13 +11,12 @@ charts; publishes the summary, the systems table, a link and a chart as Prefect 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.cli import add_model_options, model_from_options, run_cli
+from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
 from linklm import evaluate
 from linklm.config import EvalConfig
 from tasks import evaluate as t
@@ -53,9 +52,7 @@ def print_result(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.evaluate", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m flows.evaluate", description=__doc__.split("\n")[0])
     add_model_options(parser, EvalConfig)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     config = model_from_options(EvalConfig, args)

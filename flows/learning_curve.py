@@ -10,16 +10,15 @@ reference lines. Writes learning_curve.json and report/report.{md,html} under ou
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
-from flows.cli import add_model_options, model_from_options, run_cli
+from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
 from flows.experiments import ensure_data, train_and_evaluate
-from linklm import atomic, charts, evaluate, report, summaries
+from linklm import atomic, charts, evaluate, models, report, summaries
 from linklm.config import LearningCurveConfig, TrainConfig
 from tasks import storage as t_storage
 
@@ -108,12 +107,14 @@ def learning_curve_flow(config: LearningCurveConfig = LearningCurveConfig()) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m flows.learning_curve", description=__doc__.split("\n")[0]
     )
     add_model_options(parser, LearningCurveConfig)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    summary = learning_curve_flow(model_from_options(LearningCurveConfig, args))
+    config = model_from_options(LearningCurveConfig, args)
+    models.resolve(config.model)  # fail before Prefect starts (and before data is built)
+    summary = learning_curve_flow(config)
     for p in summary["points"]:
         print(f"{p['train_rows']:>8} rows: top-1 {p['top1']}, throughput MAE {p['throughput_mae']}")
     print(f"report: {summary['report']['html']}")

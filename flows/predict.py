@@ -14,7 +14,6 @@ answers print as JSON (one object per line).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -22,8 +21,8 @@ import sys
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.cli import add_model_options, model_from_options, run_cli
-from linklm import predict, predict_io, summaries
+from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
+from linklm import models, predict, predict_io, summaries
 from linklm.config import PredictConfig
 from tasks import predict as t
 from tasks import secrets
@@ -93,7 +92,7 @@ def _answer_stdin(config: PredictConfig) -> int:
     from HF_TOKEN only), printed as JSON lines unless --output names a file."""
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
     predictor = predict.Predictor(
-        config.model, config.batch_size, config.fallback, token, config.registry
+        config.model, config.batch_size, config.fallback, token, config.registry, config.top_k
     )
     prediction = predictor.predict_source("-")
     if "output" in config.model_fields_set and config.output != "-":
@@ -106,13 +105,13 @@ def _answer_stdin(config: PredictConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.predict", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m flows.predict", description=__doc__.split("\n")[0])
     add_model_options(parser, PredictConfig)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     config = model_from_options(PredictConfig, args)
-    predict.model_folder(config.model, config.registry)  # fail before Prefect starts
+    # fail before Prefect starts: an unknown or damaged model, an input that is not there
+    models.resolve(predict.model_folder(config.model, config.registry))
+    predict.check_source(config.input)
     if config.input == "-":
         return _answer_stdin(config)
     summary = predict_flow(config)

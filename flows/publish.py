@@ -17,8 +17,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact
 
-from flows.cli import run_cli
-from linklm import publish
+from flows.cli import ArgumentParser, run_cli
+from linklm import models, publish
 from tasks import predict as t
 from tasks import secrets
 
@@ -50,10 +50,21 @@ def publish_flow(
     return result | {"url": url}
 
 
+def check_repo_id(repo_id: str) -> None:
+    """owner/name, spelled as the Hub allows (checked offline, so a dry run checks it too)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+        if repo_id.count("/") != 1:
+            raise HFValidationError("expected owner/name")
+    except HFValidationError as exc:
+        reason = str(exc).splitlines()[0]
+        raise publish.PublishError(f"--repo-id {repo_id!r}: not a Hub repo id ({reason})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.publish", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m flows.publish", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--repo-id", required=True, help="owner/name on the Hub")
     parser.add_argument("--private", action=argparse.BooleanOptionalAction, default=True)
@@ -63,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out-dir", type=Path, help="upload folder (default <run>/publish)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    publish.weights_dir(args.run_dir, args.adapter)  # fail before Prefect starts
+    # fail before Prefect starts: a repo id the Hub would refuse, a missing or damaged run
+    check_repo_id(args.repo_id)
+    models.check_folder(publish.weights_dir(args.run_dir, args.adapter))
     result = publish_flow(
         args.run_dir, args.repo_id, args.private, args.dry_run, args.adapter, args.out_dir
     )

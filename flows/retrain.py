@@ -15,7 +15,6 @@ not beat the champion never replaces it; a failed one is recorded, then fails th
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -24,11 +23,11 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.cli import add_model_options, model_from_options, run_cli
+from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
 from flows.data import data_flow
 from flows.evaluate import evaluate_flow
 from flows.train import train_flow
-from linklm import dataset, evaluate, registry, storage
+from linklm import dataset, evaluate, models, registry, storage
 from linklm.config import (
     DataFlowConfig,
     EvalConfig,
@@ -215,9 +214,7 @@ def retrain_flow(config: RetrainConfig = RetrainConfig()) -> dict:  # noqa: B008
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.retrain", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m flows.retrain", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--show-champion", action="store_true", help="print the current champion and stop"
     )
@@ -228,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         record = registry.champion(config.registry)
         print(json.dumps(record, indent=2) if record else f"{config.registry}: no champion yet")
         return 0
+    # fail before Prefect starts (and before the frozen set is built): registry, data, model
+    registry.read(config.registry)
+    if config.data_dir is not None:
+        dataset.require_manifest(config.data_dir)
+    models.resolve(config.model)
     entry = retrain_flow(config)
     print(f"{entry['id']}: {entry['decision']}: {entry['reason']}")
     print(f"registry: {config.registry}")

@@ -11,16 +11,15 @@ test rows. Writes sweep.json and report/report.{md,html} under out_dir.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
-from flows.cli import fail, run_cli
+from flows.cli import ArgumentParser, fail, run_cli
 from flows.experiments import ensure_data, train_and_evaluate
-from linklm import atomic, charts, evaluate, report, summaries
+from linklm import atomic, charts, evaluate, models, report, summaries
 from linklm.config import LOWER_IS_BETTER, SweepConfig, TrainConfig
 from tasks import storage as t_storage
 
@@ -117,9 +116,7 @@ def _settings(text: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.sweep", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m flows.sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--grid", action="append", default=[], help="setting=v1,v2,... (repeat)")
     parser.add_argument("--trial", action="append", default=[], help="setting=v,setting=v (repeat)")
     for name in (
@@ -147,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         values["grid"] = grid
     if args.trial:
         values["trials"] = [_settings(t) for t in args.trial]
-    summary = sweep_flow(SweepConfig(**values))
+    config = SweepConfig(**values)
+    models.resolve(config.model)  # fail before Prefect starts (and before data is built)
+    summary = sweep_flow(config)
     for i, r in enumerate(summary["results"], start=1):
         print(f"{i}. {r['name']}: {summary['metric']} = {r[summary['metric']]}")
     print(f"report: {summary['report']['html']}")

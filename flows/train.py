@@ -11,15 +11,15 @@ comes from HF_TOKEN or the Prefect Secret block ``hf-token`` and is never logged
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from flows.cli import add_model_options, model_from_options, run_cli
+from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
+from linklm import dataset, models
 from linklm.config import TrainConfig
-from linklm.train import check_qlora_possible, last_checkpoint, run_dir_of, saved_config
+from linklm.train import check_qlora_possible, check_run_dir, run_dir_of, run_lock, saved_config
 from tasks import secrets
 from tasks import storage as t_storage
 from tasks import train as t
@@ -59,10 +59,14 @@ def train_flow(config: TrainConfig = TrainConfig()) -> dict:  # noqa: B008 (UI f
         loss = t.dry_run(config, prepared)
         logger.info("dry run: one batch, loss %.4f", loss)
         return {"dry_run": True, "loss": loss, "train_rows": len(prepared.train_set)}
-    trainer, seconds, finished = t.fit(config, prepared)
-    if not finished:
-        return {"stopped_at_step": trainer.state.global_step, "run_dir": str(run_dir_of(config))}
-    summary = t.save(config, prepared, trainer, seconds)
+    with run_lock(config):  # one writer per run folder, across fit and save
+        trainer, seconds, finished = t.fit(config, prepared)
+        if not finished:
+            return {
+                "stopped_at_step": trainer.state.global_step,
+                "run_dir": str(run_dir_of(config)),
+            }
+        summary = t.save(config, prepared, trainer, seconds)
     create_link_artifact(
         key="train-run",
         link=run_dir_of(config).resolve().as_uri(),
@@ -77,9 +81,7 @@ def train_flow(config: TrainConfig = TrainConfig()) -> dict:  # noqa: B008 (UI f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.train", description=__doc__.split("\n")[0]
-    )
+    parser = ArgumentParser(prog="python -m flows.train", description=__doc__.split("\n")[0])
     add_model_options(parser, TrainConfig)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     config = model_from_options(TrainConfig, args)
@@ -87,11 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         started = saved_config(run_dir_of(config))
         if started is not None:
             config = model_from_options(TrainConfig, args, base=started | {"resume": True})
-    # Fail before Prefect starts when the answer is known already.
+    # Fail before Prefect starts when the answer is known already: the dataset, the base
+    # model, and the run folder (a finished run is never overwritten; a resume needs one).
     if config.mode == "qlora":
         check_qlora_possible()
-    if config.resume:
-        last_checkpoint(run_dir_of(config))
+    dataset.require_manifest(config.data_dir)
+    check_run_dir(config)
+    models.resolve(config.model)
     summary = train_flow(config)
     if summary.get("dry_run"):
         print(

@@ -14,9 +14,11 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from filelock import FileLock, Timeout
 
 TMP_MARK = ".tmp-"
 
@@ -108,3 +110,18 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def claim_folder(folder: str | os.PathLike, busy: Callable[[Path], Exception]) -> FileLock:
+    """One writer per folder: a second one fails at once (``busy(lock_file)``), not later.
+
+    The lock is an OS file lock, so a killed writer releases it with its process.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    file_lock = FileLock(str(folder / ".lock"), timeout=0)
+    try:
+        file_lock.acquire()
+    except Timeout:
+        raise busy(folder / ".lock") from None
+    return file_lock

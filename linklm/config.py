@@ -306,6 +306,9 @@ class SweepConfig(ExperimentBase):
 
     @model_validator(mode="after")
     def _known_settings(self) -> SweepConfig:
+        empty = [k for k, values in self.grid.items() if not values]
+        if empty and not self.trials:
+            raise ValueError(f"grid setting(s) {empty} have no values, so there is no trial")
         for trial in self.expanded():
             unknown = set(trial) - set(SWEEPABLE)
             if unknown:
@@ -352,6 +355,24 @@ class PredictConfig(BaseModel):
     )
     batch_size: int = Field(64, gt=0)
     registry: Path | None = Field(None, description="Registry file for 'champion'.")
+    top_k: int = Field(
+        3,
+        ge=1,
+        description="Ranked candidate channels written per row (candidate_1..k); a row with "
+        "fewer available channels leaves the last ones empty.",
+    )
+
+    @field_validator("top_k")
+    @classmethod
+    def _within_grid(cls, value: int) -> int:
+        grid = schema.CHANNEL_GRID_MHZ
+        if value > len(grid):
+            raise ValueError(
+                f"top_k {value} is more than the {len(grid)} channels of the 5 GHz grid "
+                f"({grid[0]}..{grid[-1]} MHz); a row lists at most "
+                f"{schema.MAX_CHANNELS} available channels"
+            )
+        return value
 
 
 class RetrainConfig(BaseModel):

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 import linklm
 from linklm import atomic, schema, simulate
@@ -55,16 +55,13 @@ def _record_file(index: int) -> str:
 
 def lock(out_dir: Path) -> FileLock:
     """One writer per dataset folder; a second one fails at once instead of corrupting it."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    file_lock = FileLock(str(out_dir / ".lock"), timeout=0)
-    try:
-        file_lock.acquire()
-    except Timeout:
-        raise DatasetError(
-            f"{out_dir}: another run is writing this dataset (lock {out_dir / '.lock'}); "
+    return atomic.claim_folder(
+        out_dir,
+        lambda lock_file: DatasetError(
+            f"{out_dir}: another run is writing this dataset (lock {lock_file}); "
             "wait for it or use another out_dir"
-        ) from None
-    return file_lock
+        ),
+    )
 
 
 def check_compatible(out_dir: Path, config: GenerationConfig, overwrite: bool = False) -> bool:
@@ -220,6 +217,17 @@ def verify(out_dir: Path) -> list[ChunkProblem]:
                 )
             )
     return problems
+
+
+def require_manifest(out_dir: Path) -> dict:
+    """The manifest of a dataset folder, without reading its chunks: a CLI's check before
+    it starts anything (the flow verifies the chunks themselves later)."""
+    if not Path(out_dir).is_dir():
+        raise DatasetError(
+            f"{out_dir}: no such dataset folder; build one with python -m flows.data "
+            f"--out-dir {out_dir}"
+        )
+    return read_manifest(out_dir)
 
 
 def require_intact(out_dir: Path) -> dict:

@@ -9,12 +9,14 @@ block and never log it). Every checkpoint is loaded back through the Auto classe
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
@@ -26,6 +28,7 @@ from transformers import (
 
 from linklm import numtok
 from linklm.errors import LinkLMError
+from linklm.formats import FILE as PROMPT_FILE
 from linklm.formats import PromptFormat
 
 log = logging.getLogger(__name__)
@@ -119,12 +122,16 @@ def build_default(folder: Path, spec: DefaultSpec = DefaultSpec()) -> Path:
 
 
 def resolve(name_or_path: str) -> str:
-    """A local checkpoint folder for a registered name or path; a hub id is returned as is."""
+    """A local checkpoint folder for a registered name or path; a hub id is returned as is.
+
+    A local folder is checked whole (``check_folder``) so a damaged one fails here, in one
+    line, before anything loads or writes."""
     if name_or_path == DEFAULT_MODEL:
         folder = home() / "models" / "linklm-default-v2"
         if not (folder / "config.json").exists():
             log.info("building the offline default model in %s", folder)
             _build_atomically(folder, build_default)
+        check_folder(folder)
         return str(folder)
     if name_or_path == GEMMA_GGUF:
         from linklm.gemma_gguf import prepare_gemma_gguf
@@ -132,16 +139,144 @@ def resolve(name_or_path: str) -> str:
         folder = home() / "models" / "gemma-3-270m-from-gguf"
         if not (folder / "config.json").exists():
             _build_atomically(folder, prepare_gemma_gguf)
+        check_folder(folder)
         return str(folder)
     path = Path(name_or_path).expanduser()
     if path.exists():
-        if not (path / "config.json").exists():
+        if not (path / "config.json").exists() and not _from_run(path):
             raise ModelError(f"{path}: not a model folder (no config.json)")
+        check_folder(path)
         return str(path)
     looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
     if looks_like_path:
         raise ModelError(f"{name_or_path}: no such model folder")
+    _check_hub_id(name_or_path)
     return name_or_path
+
+
+def _check_hub_id(name: str) -> None:
+    """Offline (the project's default), a hub id loads only from the local cache: say so now
+    rather than after a failed download attempt."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not constants.HF_HUB_OFFLINE:
+        return
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not even a valid hub id (HFValidationError)
+        cached = None
+    if not isinstance(cached, str):
+        raise ModelError(
+            f"{name}: not a registered name ({DEFAULT_MODEL}, {GEMMA_GGUF}), a local folder, "
+            "or a hub model in the local cache, and the hub is offline here (HF_HUB_OFFLINE=1); "
+            "check the name, or run where HF_HUB_OFFLINE=0 may download it"
+        )
+
+
+# --- checking a model folder --------------------------------------------------------------
+
+RUN_FILE = "run.json"  # linklm.train.RUN_FILE (train imports this module, not the reverse)
+WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "pytorch_model.bin")
+SHARD_INDEX = "model.safetensors.index.json"
+JSON_FILES = (
+    "config.json",
+    "adapter_config.json",
+    "generation_config.json",
+    "tokenizer_config.json",
+    "tokenizer.json",
+    "special_tokens_map.json",
+    SHARD_INDEX,
+)
+_PARSE_LIMIT = 8 << 20  # bigger JSON (a 33 MB tokenizer.json) is checked by its last byte
+
+
+def _from_run(folder: Path) -> bool:
+    """True for the model/ or adapter/ folder of a training run (which saves every file)."""
+    return (folder.parent / RUN_FILE).exists()
+
+
+def _fix(folder: Path) -> str:
+    if _from_run(folder):
+        return f"re-run training or restore the run folder {folder.parent} from a copy"
+    if folder.parent == home() / "models":
+        return f"delete {folder} and it is rebuilt on next use"
+    return "restore the model folder from a copy (or save or download it again)"
+
+
+def _json_problem(path: Path) -> str | None:
+    try:
+        if path.stat().st_size > _PARSE_LIMIT:
+            with open(path, "rb") as fh:
+                fh.seek(-64, 2)
+                ok = fh.read().rstrip().endswith(b"}")
+            return None if ok else "truncated (does not end with '}')"
+        json.loads(path.read_bytes())
+    except (ValueError, OSError) as exc:
+        return f"truncated or not JSON ({str(exc).splitlines()[0]})"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """The header says how long the file must be: a cheap, exact test for truncation."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else size
+            if length > size - 8:
+                return f"truncated ({size} bytes, shorter than its own header)"
+            header = json.loads(fh.read(length))
+        end = max(
+            (t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0
+        )
+    except (ValueError, KeyError, TypeError, IndexError, OSError) as exc:
+        return f"not a safetensors file (unreadable header: {type(exc).__name__})"
+    if size < 8 + length + end:
+        return f"truncated ({size} of {8 + length + end} bytes)"
+    return None
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """The first missing or damaged file of a model folder, as 'path: what is wrong'."""
+    adapter = (folder / "adapter_config.json").exists()
+    required = ["adapter_config.json" if adapter else "config.json"]
+    if _from_run(folder):  # training saves all of these; without them the model answers wrong
+        required += ["tokenizer.json", "tokenizer_config.json", PROMPT_FILE]
+    for name in required:
+        if not (folder / name).exists():
+            return f"{folder / name}: missing"
+    for name in JSON_FILES:
+        path = folder / name
+        problem = _json_problem(path) if path.exists() else None
+        if problem:
+            return f"{path}: {problem}"
+    if (folder / PROMPT_FILE).exists():
+        try:
+            PromptFormat.load(folder)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            return f"{folder / PROMPT_FILE}: unreadable ({str(exc).splitlines()[0]})"
+    weights = [folder / n for n in WEIGHT_FILES if (folder / n).exists()]
+    if (folder / SHARD_INDEX).exists():
+        shards = set(json.loads((folder / SHARD_INDEX).read_text()).get("weight_map", {}).values())
+        weights += [folder / s for s in sorted(shards)]
+    if not weights:
+        return f"{folder / WEIGHT_FILES[1 if adapter else 0]}: missing (no weights in {folder})"
+    for path in weights:
+        if not path.exists():
+            return f"{path}: missing"
+        problem = _safetensors_problem(path) if path.suffix == ".safetensors" else None
+        if problem:
+            return f"{path}: {problem}"
+    return None
+
+
+def check_folder(folder: str | Path) -> None:
+    """A model folder whose files are there and whole, or a ModelError naming the file at
+    fault and the fix (a damaged run is re-trained or restored, never written over)."""
+    folder = Path(folder)
+    problem = _folder_problem(folder)
+    if problem:
+        raise ModelError(f"{problem}; {_fix(folder)}")
 
 
 def _build_atomically(folder: Path, build) -> None:
@@ -179,14 +314,29 @@ def load(
 ) -> LoadedModel:
     """Model, tokenizer and prompt format, through the Auto classes."""
     source = resolve(name_or_path)
+    fix = f"; {_fix(Path(source))}" if Path(source).exists() else ""
     try:
         tokenizer = load_tokenizer(source, token)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, token=token, quantization_config=quantization_config
+        model, info = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=dtype,
+            token=token,
+            quantization_config=quantization_config,
+            output_loading_info=True,
         )
-    except OSError as exc:
+    # damage check_folder cannot see: well-formed files with the wrong content
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"{name_or_path}: cannot load model or tokenizer ({first}){fix}") from None
+    missing = sorted(info.get("missing_keys") or ())
+    if missing and _from_run(Path(source)):  # transformers would fill them with random values
+        names = (*WEIGHT_FILES, SHARD_INDEX)
+        weights = next((n for n in names if (Path(source) / n).exists()), names[0])
         raise ModelError(
-            f"{name_or_path}: cannot load model or tokenizer ({str(exc).splitlines()[0]})"
-        ) from None
+            f"{Path(source) / weights}: lacks {len(missing)} tensor(s) the model needs (e.g. "
+            f"{missing[0]}){fix}"
+        )
+    if missing:
+        log.warning("%s: %d tensor(s) not in the weights, newly initialised", source, len(missing))
     prompt_format = PromptFormat.load(Path(source)) if Path(source).exists() else PromptFormat()
     return LoadedModel(model, tokenizer, prompt_format, source)

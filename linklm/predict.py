@@ -57,6 +57,27 @@ def model_folder(name: str, registry_path: Path | None = None) -> str:
     return name
 
 
+def check_top_k(top_k: int) -> None:
+    """k ranked candidates are written per row; no row can have more than the grid."""
+    grid = len(schema.CHANNEL_GRID_MHZ)
+    if not 1 <= top_k <= grid:
+        raise PredictError(
+            f"top_k {top_k}: must be 1..{grid} (the channels of the 5 GHz grid); a row lists "
+            f"at most {schema.MAX_CHANNELS} available channels"
+        )
+
+
+def check_source(source: str) -> None:
+    """Fail before a model loads when a local input is not there (remote ones: when read)."""
+    if source == "-" or ("://" in source and not source.startswith("file://")):
+        return
+    path = Path(source.removeprefix("file://"))
+    if not path.exists():
+        raise SchemaError(f"{source}: file not found")
+    if path.is_dir() and not (path / "manifest.json").exists():
+        raise SchemaError(f"{source}: a folder, but not a dataset (no manifest.json)")
+
+
 # --- reading links ----------------------------------------------------------------------
 
 
@@ -232,11 +253,14 @@ class Predictor:
         fallback: Fallback = "none",
         token: str | None = None,
         registry_path: Path | None = None,
+        top_k: int = TOP_K,
     ):
+        check_top_k(top_k)  # before the model loads
         self.model_name = model
         self.loaded = models.load(model_folder(model, registry_path), token=token)
         self.batch_size = batch_size
         self.fallback = fallback
+        self.top_k = top_k
 
     @property
     def source(self) -> str:
@@ -277,11 +301,14 @@ class Predictor:
                 np.where(unanswered, np.nan, np.round(throughput, 3)), nan_to_null=True
             ),
         }
-        for k in range(TOP_K):
-            out[f"candidate_{k + 1}_mhz"] = [r[k][0] if len(r) > k else None for r in ranked]
-            out[f"candidate_{k + 1}_score"] = [
-                round(_softmax([s for _, s in r])[k], 4) if len(r) > k else None for r in ranked
-            ]
+        shares = [_softmax([s for _, s in r]) if r else [] for r in ranked]
+        for k in range(self.top_k):  # a row with fewer channels than k: empty cells
+            out[f"candidate_{k + 1}_mhz"] = pl.Series(
+                [r[k][0] if len(r) > k else None for r in ranked], dtype=pl.Int64
+            )
+            out[f"candidate_{k + 1}_score"] = pl.Series(
+                [round(p[k], 4) if len(p) > k else None for p in shares], dtype=pl.Float64
+            )
         out["valid"] = valid
         out["source"] = source.tolist()
         out["raw"] = [r.replace("<pad>", "").strip() for r in greedy.raw]
@@ -290,7 +317,7 @@ class Predictor:
     def predict(self, text: pl.DataFrame, source: str = "input") -> Prediction:
         """Check the text rows, answer the valid ones, report the rest."""
         rows, problems = parse_links(text, source)
-        answered = self.answer(rows) if rows.height else _empty_answers()
+        answered = self.answer(rows) if rows.height else _empty_answers(self.top_k)
         return Prediction(answered, problems)
 
     def predict_source(self, source: str, split: str = "test") -> Prediction:
@@ -315,13 +342,13 @@ class Predictor:
         return result.rows.to_dicts()[0]
 
 
-def _empty_answers() -> pl.DataFrame:
+def _empty_answers(top_k: int = TOP_K) -> pl.DataFrame:
     columns = {
         "scenario_id": pl.Int64,
         "recommended_channel_mhz": pl.Int64,
         "expected_throughput_mbps": pl.Float64,
     }
-    for k in range(TOP_K):
+    for k in range(top_k):
         columns[f"candidate_{k + 1}_mhz"] = pl.Int64
         columns[f"candidate_{k + 1}_score"] = pl.Float64
     columns |= {"valid": pl.Boolean, "source": pl.String, "raw": pl.String}

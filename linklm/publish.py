@@ -88,7 +88,8 @@ def push(folder: Path, repo_id: str, private: bool, token: str | None) -> str:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model")
     except Exception as exc:  # noqa: BLE001  (network, auth, hub: one clear line each)
-        first = (str(exc).splitlines() or [""])[0]
+        # The message can quote the server's answer, which may echo the credentials sent.
+        first = (str(exc).splitlines() or [""])[0].replace(token, "***")
         raise PublishError(f"push to {repo_id} failed ({type(exc).__name__}): {first}") from None
     finally:
         constants.HF_HUB_OFFLINE = was_offline

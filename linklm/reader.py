@@ -23,6 +23,10 @@ MAP_RE = rf"^\{{\s*(?:{KEY}\s*:\s*{NUM}(?:\s*,\s*{KEY}\s*:\s*{NUM})*)?\s*\}}$"
 TRUE_WORDS = ("true", "1", "yes", "y", "t")
 FALSE_WORDS = ("false", "0", "no", "n", "f")
 MISSING_WORDS = ("", "null", "none", "na", "n/a")
+# The longest real cell, a 50-channel scan map, is under 2 kB. A bigger one is reported (row,
+# column, size) and not parsed, so one runaway cell cannot stall the regexes or fill memory
+# with copies of itself.
+MAX_CELL_BYTES = 65_536
 
 PROBLEM_SCHEMA = {
     "row": pl.Int64,
@@ -96,8 +100,44 @@ def _shown(name: str) -> pl.Expr:
     )
 
 
+def _oversized(text: pl.DataFrame, row_offset: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(text with oversized cells blanked, one 'size' problem per such cell)."""
+    too_big = {c: pl.col(c).str.len_bytes() > MAX_CELL_BYTES for c in text.columns}
+    flags = text.select(
+        pl.any_horizontal(list(too_big.values())).fill_null(False).alias("any"),
+        *(v.fill_null(False).alias(c) for c, v in too_big.items()),
+    )
+    if not flags["any"].any():
+        return text, pl.DataFrame(schema=PROBLEM_SCHEMA)
+    big = [c for c in text.columns if flags[c].any()]
+    sizes = text.select(  # sizes only: a filter over the text itself would copy the big cells
+        (pl.int_range(pl.len()) + row_offset).alias("_row"),
+        pl.col("scenario_id").str.strip_chars().cast(pl.Int64, strict=False).alias("_id"),
+        *(pl.col(c).str.len_bytes().alias(c) for c in big),
+    )
+    found = [
+        _problems(
+            sizes,
+            (pl.col(c) > MAX_CELL_BYTES).fill_null(False),
+            c,
+            "size",
+            pl.format(
+                "cell of {} bytes, over the {} a value can need; not parsed",
+                pl.col(c),
+                pl.lit(f"{MAX_CELL_BYTES:,}"),
+            ),
+        )
+        for c in big
+    ]
+    blanked = text.with_columns(
+        pl.when(too_big[c]).then(None).otherwise(pl.col(c)).alias(c) for c in big
+    )
+    return blanked, pl.concat([p.cast(PROBLEM_SCHEMA) for p in found])
+
+
 def parse_text_frame(text: pl.DataFrame, row_offset: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(typed frame, parse problems) from a frame of text cells in schema order."""
+    text, size_problems = _oversized(text, row_offset)
     frame = text.with_columns(pl.all().str.strip_chars()).with_columns(
         (pl.int_range(pl.len()) + row_offset).alias("_row"),
         pl.col("scenario_id").cast(pl.Int64, strict=False).alias("_id"),
@@ -183,6 +223,9 @@ def parse_text_frame(text: pl.DataFrame, row_offset: int = 0) -> tuple[pl.DataFr
         exprs.append(clean.alias(name))
     typed = frame.select(pl.col("_row"), *exprs)
     found = pl.concat([p.cast(PROBLEM_SCHEMA) for p in problems])
+    if size_problems.height:  # a blanked cell is too big, not missing
+        found = found.join(size_problems, on=["row", "column"], how="anti")
+        found = pl.concat([found, size_problems])
     return typed, found
 
 
@@ -198,10 +241,21 @@ def typed_from_parquet(path: Path) -> pl.DataFrame:
         ) from None
     check_columns(frame.columns, str(path))
     for name, dtype in schema.POLARS_SCHEMA.items():
+        source = frame.schema[name]
+        if source == dtype:
+            continue
+        wrong = f"{path}: column {name} has type {source}, expected {dtype}"
         try:
-            frame = frame.with_columns(pl.col(name).cast(dtype, strict=True))
+            cast = frame[name].cast(dtype, strict=True)
         except pl.exceptions.PolarsError:
-            raise SchemaError(
-                f"{path}: column {name} has type {frame.schema[name]}, expected {dtype}"
-            ) from None
+            raise SchemaError(wrong) from None
+        if source != pl.String:  # a cast that rounds (5180.7 -> 5180, 2 -> true) is refused
+            lossy = cast.cast(source, strict=False).ne_missing(frame[name]).arg_true()
+            if lossy.len():
+                row = int(lossy[0])
+                raise SchemaError(
+                    f"{wrong}; row {row} holds {frame[name][row]!r}, which would change "
+                    "in conversion"
+                )
+        frame = frame.with_columns(cast.alias(name))
     return frame.select(schema.COLUMNS)

@@ -11,10 +11,13 @@ the dataset's SHA256, library and git versions, and the loss history.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,19 +89,38 @@ def _checkpoint_step(path: Path) -> int:
         return -1
 
 
-def last_checkpoint(run_dir: Path) -> Path:
-    """The newest checkpoint, checked whole; a clear error when there is none or it is partial."""
+def _unfinished_saves(folder: Path) -> list[Path]:
+    """Checkpoints a kill cut short: the Trainer writes trainer_state.json last."""
+    return [c for c in folder.glob("checkpoint-*") if not (c / "trainer_state.json").exists()]
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """Where a resume starts: the newest finished checkpoint, checked whole, or None.
+
+    A run killed mid-save leaves a checkpoint without trainer_state.json (written last);
+    it holds nothing a resume can use, so it is removed and the one before is used. A run
+    killed before its first save resumes from step 0. A finished checkpoint that does not
+    read back (truncated weights, bad JSON) is damage, not an interruption: a clear error.
+    """
     folder = run_dir / CHECKPOINTS
+    if not (run_dir / CONFIG_FILE).exists() and not folder.exists():
+        raise TrainingError(
+            f"{run_dir}: no run started there, nothing to resume; train without resume"
+        )
+    for unfinished in _unfinished_saves(folder) if folder.exists() else []:
+        log.warning("%s: unfinished save of an interrupted run, removed", unfinished)
+        shutil.rmtree(unfinished)
     found = sorted(folder.glob("checkpoint-*"), key=_checkpoint_step) if folder.exists() else []
     if not found:
-        raise TrainingError(f"{folder}: no checkpoint to resume from; train without resume")
+        log.warning("%s: no finished checkpoint yet, resuming from step 0", run_dir)
+        return None
     latest = found[-1]
     weights = [
         latest / n
         for n in ("model.safetensors", "adapter_model.safetensors")
         if (latest / n).exists()
     ]
-    missing = [n for n in ("trainer_state.json", "optimizer.pt") if not (latest / n).exists()]
+    missing = [] if (latest / "optimizer.pt").exists() else ["optimizer.pt"]
     if not weights:
         missing.append("model.safetensors")
     if not missing:
@@ -422,6 +444,23 @@ def fit(
     return trainer, time.perf_counter() - started, finished
 
 
+@contextlib.contextmanager
+def run_lock(config: TrainConfig) -> Iterator[Path]:
+    """Hold the run folder while training into it: a second run of the same name fails."""
+    run_dir = run_dir_of(config)
+    held = atomic.claim_folder(
+        run_dir,
+        lambda lock_file: TrainingError(
+            f"{run_dir}: another run is training into this folder (lock {lock_file}); "
+            "wait for it or choose another run_name"
+        ),
+    )
+    try:
+        yield run_dir
+    finally:
+        held.release()
+
+
 def check_run_dir(config: TrainConfig) -> Path:
     """Refuse to overwrite a finished run; check the checkpoint before loading anything."""
     run_dir = run_dir_of(config)
@@ -441,7 +480,8 @@ def train(config: TrainConfig, token: str | None = None, callbacks=()) -> dict:
     if config.dry_run:
         trainer = build_trainer(config, prepared, run_dir / ".dry-run", callbacks)
         return {"dry_run": True, "loss": dry_run(trainer), "train_rows": len(prepared.train_set)}
-    trainer, seconds, finished = fit(config, prepared, callbacks)
-    if not finished:
-        return {"stopped_at_step": trainer.state.global_step, "run_dir": str(run_dir)}
-    return save_run(config, prepared, trainer, run_dir, seconds)
+    with run_lock(config):
+        trainer, seconds, finished = fit(config, prepared, callbacks)
+        if not finished:
+            return {"stopped_at_step": trainer.state.global_step, "run_dir": str(run_dir)}
+        return save_run(config, prepared, trainer, run_dir, seconds)

@@ -15,7 +15,7 @@ from linklm.config import PredictConfig
 @task(name="load-model", cache_policy=NO_CACHE, persist_result=False, retries=1)
 def load(config: PredictConfig, token: str | None) -> predict.Predictor:
     return predict.Predictor(
-        config.model, config.batch_size, config.fallback, token, config.registry
+        config.model, config.batch_size, config.fallback, token, config.registry, config.top_k
     )
 
 

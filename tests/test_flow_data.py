@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -88,56 +86,6 @@ def test_deleted_output_is_rebuilt_not_served_from_cache(prefect_harness, tmp_pa
     data_flow(config)
     assert (config.out_dir / "export" / "links.csv.zip").exists()
     assert (config.out_dir / "shards" / "test-00000-of-00001.jsonl").exists()
-
-
-@pytest.mark.parametrize("kill_after_chunks", [1, 12])
-def test_killed_run_resumes_to_the_identical_manifest(prefect_harness, tmp_path, kill_after_chunks):
-    gen = GenerationConfig(n_rows=60_000, chunk_size=1000, seed=9)
-    out = tmp_path / "killed"
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"))
-    env.pop("PREFECT_API_URL", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "flows.data",
-        "--out-dir",
-        str(out),
-        "--n-rows",
-        "60000",
-        "--chunk-size",
-        "1000",
-        "--seed",
-        "9",
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 180
-    try:
-        while time.monotonic() < deadline:
-            if (
-                len(list((out / "chunks").glob("*.json"))) >= kill_after_chunks
-                or proc.poll() is not None
-            ):
-                break
-            time.sleep(0.02)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (out / "manifest.json").exists()
-
-    resumed = run_data_flow(DataFlowConfig(out_dir=out, generation=gen, export_csv=False))
-    reference = dataset.build(tmp_path / "reference", gen)
-    assert json.loads((out / "manifest.json").read_text()) == reference
-    assert resumed["dataset_sha256"] == reference["dataset_sha256"]
-    assert atomic.stray_temp_files(out) == []
-    assert len(list((out / "chunks").glob("*.parquet"))) == 60
 
 
 def _cli(args, tmp_path):

@@ -164,19 +164,36 @@ def test_qlora_without_cuda_stops_at_once_with_what_it_needs(small_dataset, tmp_
 
 
 def test_missing_or_partial_checkpoint_is_named(small_dataset, tmp_path):
-    with pytest.raises(train.TrainingError, match="no checkpoint to resume from"):
+    with pytest.raises(train.TrainingError, match="no run started there, nothing to resume"):
         train.train(_config(small_dataset, tmp_path, resume=True))
     train.train(_config(small_dataset, tmp_path, max_steps=12, eval_rows=0), callbacks=[StopAt(12)])
     checkpoint = tmp_path / "run" / "checkpoints" / "checkpoint-12"
     weights = checkpoint / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:1000])
+    good = weights.read_bytes()
+    weights.write_bytes(good[:1000])
     with pytest.raises(
         train.TrainingError, match=r"checkpoint-12: incomplete checkpoint .*delete it"
     ):
         train.train(_config(small_dataset, tmp_path, max_steps=12, eval_rows=0, resume=True))
-    (checkpoint / "trainer_state.json").unlink()
-    with pytest.raises(train.TrainingError, match="missing trainer_state.json"):
+    assert weights.read_bytes() == good[:1000], "a failed resume must not touch the checkpoint"
+    (checkpoint / "optimizer.pt").unlink()
+    with pytest.raises(train.TrainingError, match="missing optimizer.pt"):
         train.last_checkpoint(tmp_path / "run")
+
+
+def test_interrupted_save_is_dropped_and_resume_uses_the_one_before(small_dataset, tmp_path):
+    train.train(_config(small_dataset, tmp_path, save_steps=4), callbacks=[StopAt(12)])
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert train.last_checkpoint(tmp_path / "run") == checkpoints / "checkpoint-12"
+    # a kill during the save of step 12: the Trainer had not written trainer_state.json yet
+    (checkpoints / "checkpoint-12" / "trainer_state.json").unlink()
+    (checkpoints / "checkpoint-12" / "optimizer.pt").write_bytes(b"half")
+    assert train.last_checkpoint(tmp_path / "run") == checkpoints / "checkpoint-8"
+    assert not (checkpoints / "checkpoint-12").exists()
+    # killed before any save: the resume starts from step 0
+    for folder in checkpoints.iterdir():
+        (folder / "trainer_state.json").unlink()
+    assert train.last_checkpoint(tmp_path / "run") is None
 
 
 def test_finished_run_is_not_overwritten(small_dataset, tmp_path):

@@ -1,0 +1,126 @@
+"""Two writers at once: a dataset folder, a training run folder, the champion registry."""
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from linklm import atomic, dataset, registry, train
+from linklm.config import GenerationConfig, TrainConfig
+from linklm.train import TrainingError
+
+ROOT = Path(__file__).resolve().parents[1]
+FROZEN = {"data_dir": "frozen", "dataset_sha256": "a" * 64, "rows": 100, "generation": {}}
+
+
+def test_two_data_flows_on_one_folder_one_builds_the_other_is_refused(tmp_path):
+    out = tmp_path / "shared"
+    gen = GenerationConfig(n_rows=60_000, chunk_size=1000, seed=4)
+    args = ["--out-dir", str(out), "--n-rows", "60000", "--chunk-size", "1000", "--seed", "4"]
+    procs = []
+    for i in range(2):  # started together: both reach the folder within Prefect's start-up
+        env = dict(os.environ, PREFECT_HOME=str(tmp_path / f"home-{i}"))
+        env.pop("PREFECT_API_URL", None)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "flows.data", *args, "--no-export"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    refused = [err for code, err in results if code == 2]
+    assert codes == [0, 2], results
+    errors = [line for line in refused[0].splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "another run is writing this dataset" in errors[0], refused
+    assert dataset.verify(out) == []
+    reference = dataset.build(tmp_path / "reference", gen)
+    assert json.loads((out / "manifest.json").read_text()) == reference
+    assert atomic.stray_temp_files(out) == []
+
+
+def test_a_second_training_into_the_same_run_folder_is_refused(small_dataset, tmp_path):
+    config = TrainConfig(
+        data_dir=small_dataset,
+        out_dir=tmp_path,
+        run_name="shared",
+        max_steps=2,
+        batch_size=8,
+        eval_rows=0,
+        max_rows=64,
+    )
+    held = threading.Event()
+    release = threading.Event()
+
+    def first_writer() -> None:
+        with train.run_lock(config):
+            held.set()
+            release.wait(60)
+
+    writer = threading.Thread(target=first_writer)
+    writer.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(TrainingError, match="another run is training into this folder"):
+            train.train(config)
+        assert not (tmp_path / "shared" / train.RUN_FILE).exists()
+        assert not (tmp_path / "shared" / "checkpoints").exists()
+    finally:
+        release.set()
+        writer.join()
+    summary = train.train(config)  # the lock is free again
+    assert summary["steps"] == 2
+
+
+def _challenge(args) -> dict:
+    path, name = args
+    outcome = {
+        "id": name,
+        "run_dir": f"/runs/{name}",
+        "status": "scored",
+        "metric": "top1",
+        "challenger_score": 0.9,  # better than the champion c0 each of them measured
+        "champion_score": 0.5,
+        "metrics": {"top1": 0.9},
+        "lineage": {},
+    }
+    return registry.record_decision(Path(path), outcome, "c0", FROZEN)
+
+
+def test_concurrent_retrains_promote_one_champion_not_two(tmp_path):
+    path = tmp_path / "registry.json"
+    registry.record_decision(
+        path,
+        {
+            "id": "c0",
+            "run_dir": "/runs/c0",
+            "status": "scored",
+            "metric": "top1",
+            "challenger_score": 0.5,
+            "champion_score": None,
+            "metrics": {"top1": 0.5},
+            "lineage": {},
+        },
+        None,
+        FROZEN,
+    )
+    assert registry.champion(path)["id"] == "c0"
+    names = [f"challenger-{i}" for i in range(6)]
+    with multiprocessing.get_context("spawn").Pool(3) as pool:  # separate processes
+        entries = pool.map(_challenge, [(str(path), n) for n in names])
+    promoted = [e["id"] for e in entries if e["promoted"]]
+    assert len(promoted) == 1
+    kept = [e for e in entries if not e["promoted"]]
+    assert all("champion changed" in e["reason"] for e in kept)
+    final = registry.read(path)
+    assert final["champion"]["id"] == promoted[0]
+    assert sum(1 for e in final["history"] if e["promoted"]) == 2  # c0, then one challenger
