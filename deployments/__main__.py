@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments import pools
@@ -93,7 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         run_worker(args, env)
     if args.command in ("pools", "up"):
         with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
-            created = pools.ensure_pools()
+            try:
+                created = pools.ensure_pools()
+            except httpx.TransportError as exc:  # nothing listens, DNS, TLS, timeout
+                fail(
+                    f"{env['PREFECT_API_URL']}: no Prefect API answers there "
+                    f"({type(exc).__name__}); start one (prefect server start --host 127.0.0.1) "
+                    "or pass --api-url"
+                )
         for name, status in created.items():
             print(f"work pool {name}: {status}")
     if args.command in ("deploy", "up"):

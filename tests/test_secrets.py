@@ -352,7 +352,11 @@ def test_deployments_cli_never_prints_the_api_key(tmp_path):
         text=True,
         timeout=300,
     )
-    assert done.returncode != 0 and done.stderr  # nothing listens on port 9
+    assert done.returncode == 2  # nothing listens on port 9: one line, not a traceback
+    assert done.stderr.strip().splitlines() == [
+        "error: http://127.0.0.1:9/api: no Prefect API answers there (ConnectError); start one "
+        "(prefect server start --host 127.0.0.1) or pass --api-url"
+    ]
     assert _found(done.stdout + done.stderr) == []
 
 
