@@ -7,6 +7,10 @@ Each size runs in a fresh subprocess so its peak RSS is its own. The vectorised 
 the one the data flow runs (generate -> Parquet chunk -> SHA256 -> manifest, 2 threads),
 without Prefect's start-up. The reference draws the same spec row by row with ``random``
 and ``math`` and writes the same Parquet; it runs on a sample and its rate is per row.
+
+Both also report their CPU seconds (user + system, all threads): on a machine shared with
+other work the wall-clock rates depend on how much CPU the run got, rows per CPU second
+much less so.
 """
 
 from __future__ import annotations
@@ -124,14 +128,21 @@ def run_vectorised(n_rows: int, chunk_size: int, out: Path) -> dict:
     return {"rows": manifest["rows"], "seconds": seconds, "bytes": manifest["bytes"]}
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _child(kind: str, n_rows: int, chunk_size: int) -> None:
     out = Path(tempfile.mkdtemp(prefix="bench-generate-"))
     try:
+        cpu = _cpu_seconds()
         result = (
             run_reference(n_rows, out)
             if kind == "reference"
             else run_vectorised(n_rows, chunk_size, out)
         )
+        result["cpu_seconds"] = _cpu_seconds() - cpu
     finally:
         shutil.rmtree(out, ignore_errors=True)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -166,19 +177,24 @@ def main() -> None:
         return
     ref = _measure("reference", args.reference_rows, args.chunk_size)
     ref_rate = ref["rows"] / ref["seconds"]
+    ref_cpu_rate = ref["rows"] / ref["cpu_seconds"]
     print(
         f"reference (per-row Python, {ref['rows']} rows): {ref_rate:,.0f} rows/s, "
-        f"{ref['bytes'] / ref['seconds'] / 1e6:.2f} MB/s, peak RSS {ref['peak_rss_mb']:.0f} MB"
+        f"{ref['bytes'] / ref['seconds'] / 1e6:.2f} MB/s, peak RSS {ref['peak_rss_mb']:.0f} MB, "
+        f"{ref_cpu_rate:,.0f} rows per CPU second"
     )
     print(
         f"{'rows':>10} {'seconds':>8} {'rows/s':>10} {'MB/s':>7} {'peak RSS MB':>12} {'x reference':>12}"
+        f" {'CPU s':>7} {'rows/CPU s':>11} {'x ref (CPU)':>12} {'MB/1M rows':>11}"
     )
     for n in sizes:
         r = _measure("vectorised", n, args.chunk_size)
         rate = r["rows"] / r["seconds"]
+        cpu_rate = r["rows"] / r["cpu_seconds"]
         print(
             f"{r['rows']:>10,} {r['seconds']:>8.1f} {rate:>10,.0f} {r['bytes'] / r['seconds'] / 1e6:>7.2f} "
-            f"{r['peak_rss_mb']:>12.0f} {rate / ref_rate:>12.1f}"
+            f"{r['peak_rss_mb']:>12.0f} {rate / ref_rate:>12.1f} {r['cpu_seconds']:>7.1f} "
+            f"{cpu_rate:>11,.0f} {cpu_rate / ref_cpu_rate:>12.1f} {r['bytes'] / r['rows']:>11.0f}"
         )
 
 

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 from filelock import FileLock
 
 import linklm
@@ -31,6 +33,11 @@ MANIFEST = "manifest.json"
 GENERATION = "generation.json"
 CHUNK_DIR = "chunks"
 FORMAT = "linklm-dataset/1"
+# What a chunk's bytes depend on besides the config: simulate.py's draws and the Parquet
+# layout below. Bump it when either changes: generation.json records it, so resuming a folder
+# built by another version is refused like another config instead of mixing chunks of both.
+# Folders without it were built by version 1.
+GENERATOR = "linklm-chunks/2"
 # Derived folders a config change invalidates together with the chunks.
 DERIVED_DIRS = ("chunks", "validation", "export", "shards")
 
@@ -43,6 +50,51 @@ class ChunkRecord:
     rows: int
     bytes: int
     sha256: str
+
+
+def _required(field: pa.Field) -> pa.Field:
+    kind = field.type
+    if pa.types.is_large_list(kind):
+        kind = pa.large_list(pa.field("element", kind.value_type, nullable=False))
+    return pa.field(field.name, kind, nullable=False)
+
+
+# The contract has no nulls, so every column and list element is required: fewer
+# definition levels to compute and store.
+PARQUET_SCHEMA = pa.schema(
+    _required(f) for f in pl.DataFrame(schema=schema.POLARS_SCHEMA).to_arrow().schema
+)
+_LISTS = [f.name for f in PARQUET_SCHEMA if pa.types.is_large_list(f.type)]
+# Columns with many distinct values stay plain; the rest (the 241-channel grid, the 0.1-step
+# levels, the categories) are dictionary encoded: 1-2 byte indices instead of 8-byte values,
+# so zstd has a fraction of the bytes to compress and the files come out smaller.
+_PLAIN = {
+    "scenario_id",
+    "device_a_coordinates",
+    "device_b_coordinates",
+    "link_distance_m",
+    "rssi_dbm",
+    "snr_db",
+    "expected_throughput_mbps",
+}
+PARQUET_OPTIONS = {
+    "compression": "zstd",
+    "compression_level": 1,
+    "use_dictionary": [
+        f"{c}.list.element" if c in _LISTS else c for c in schema.COLUMNS if c not in _PLAIN
+    ],
+    "write_statistics": [c for c in schema.COLUMNS if c not in _LISTS],
+}
+
+
+def write_chunk(frame: pl.DataFrame, path: Path) -> None:
+    """One chunk as Parquet, with pyarrow: it can dictionary-encode numeric columns."""
+    pq.write_table(frame.to_arrow().cast(PARQUET_SCHEMA), path, **PARQUET_OPTIONS)
+
+
+def generation_identity(config: GenerationConfig) -> dict:
+    """What generation.json holds: the config and the generator version."""
+    return config.model_dump(mode="json") | {"generator": GENERATOR}
 
 
 def chunk_file(index: int) -> str:
@@ -67,10 +119,11 @@ def lock(out_dir: Path) -> FileLock:
 def check_compatible(out_dir: Path, config: GenerationConfig, overwrite: bool = False) -> bool:
     """False if ``out_dir`` is new or holds ``config``'s dataset; True if it must be replaced.
 
-    Raises DatasetError for a folder made with another config unless ``overwrite``.
+    Raises DatasetError for a folder made with another config, or by another generator
+    version, unless ``overwrite``.
     """
     previous = atomic.read_json_or_none(Path(out_dir) / GENERATION)
-    wanted = config.model_dump(mode="json")
+    wanted = generation_identity(config)
     if previous is None or previous == wanted:
         return False
     if overwrite:
@@ -79,7 +132,7 @@ def check_compatible(out_dir: Path, config: GenerationConfig, overwrite: bool = 
         f"{k} {previous.get(k)!r} -> {v!r}" for k, v in wanted.items() if previous.get(k) != v
     )
     raise DatasetError(
-        f"{out_dir} holds a dataset made with another config (changed: {changed}); "
+        f"{out_dir} holds a dataset made with another config or generator (changed: {changed}); "
         "use another out_dir or overwrite it (--overwrite)"
     )
 
@@ -92,7 +145,7 @@ def prepare(out_dir: Path, config: GenerationConfig, overwrite: bool = False) ->
         for name in DERIVED_DIRS:
             shutil.rmtree(out_dir / name, ignore_errors=True)
         (out_dir / MANIFEST).unlink(missing_ok=True)
-    atomic.write_json(out_dir / GENERATION, config.model_dump(mode="json"))
+    atomic.write_json(out_dir / GENERATION, generation_identity(config))
 
 
 def ensure_chunk(
@@ -117,7 +170,7 @@ def ensure_chunk(
 
     frame = simulate.generate_chunk(config, plan)
     with atomic.atomic_path(path) as tmp:
-        frame.write_parquet(tmp, compression="zstd", compression_level=1, statistics=True)
+        write_chunk(frame, tmp)
     record = ChunkRecord(
         index=plan.index,
         file=chunk_file(plan.index),
@@ -144,6 +197,7 @@ def write_manifest(out_dir: Path, config: GenerationConfig, records: list[ChunkR
     manifest = {
         "format": FORMAT,
         "linklm_version": linklm.__version__,
+        "generator": GENERATOR,
         "generation": config.model_dump(mode="json"),
         "generation_sha256": config.fingerprint(),
         "columns": list(schema.COLUMNS),

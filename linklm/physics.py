@@ -32,8 +32,48 @@ def throughput_mbps(bandwidth_mhz: np.ndarray, snr_db: np.ndarray) -> np.ndarray
     return bandwidth_mhz * 10.0 / (1.0 + np.exp(-(snr - 25.0) / 4.0))
 
 
-def excess_loss_db(df: pl.DataFrame) -> np.ndarray:
-    """Weather, clutter, Fresnel and obstruction loss per row (everything but FSPL)."""
+# Category -> code tables for excess_loss_db: casting a string column to an Enum and reading
+# its physical codes is much cheaper than a string-keyed replace (and a string concat).
+_WEATHER_ENUM = pl.Enum(list(schema.WEATHER_LOSS_DB_PER_KM))
+_WEATHER_LOSS = np.array(list(schema.WEATHER_LOSS_DB_PER_KM.values()), dtype=np.float64)
+_OBSTRUCTION_ENUM = pl.Enum(list(schema.OBSTRUCTION_LOSS_DB))
+_OBSTRUCTION_LOSS = np.array(list(schema.OBSTRUCTION_LOSS_DB.values()), dtype=np.float64)
+_ENVIRONMENTS = list(dict.fromkeys(e for e, _ in schema.DENSITY_LOSS_DB_PER_KM))
+_DENSITIES = list(dict.fromkeys(d for _, d in schema.DENSITY_LOSS_DB_PER_KM))
+_ENVIRONMENT_ENUM = pl.Enum(_ENVIRONMENTS)
+_DENSITY_ENUM = pl.Enum(_DENSITIES)
+_DENSITY_LOSS = np.full(len(_ENVIRONMENTS) * len(_DENSITIES), np.nan)
+for (_e, _d), _v in schema.DENSITY_LOSS_DB_PER_KM.items():
+    _DENSITY_LOSS[_ENVIRONMENTS.index(_e) * len(_DENSITIES) + _DENSITIES.index(_d)] = _v
+
+
+def _codes(column: pl.Series, enum: pl.Enum) -> np.ndarray | None:
+    """Category codes of a string column, or None where it has a null or an unknown value."""
+    if column.null_count():
+        return None
+    try:
+        return column.cast(enum).to_physical().to_numpy()
+    except pl.exceptions.PolarsError:
+        return None
+
+
+def _per_km_by_code(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    weather = _codes(df["weather_condition"], _WEATHER_ENUM)
+    environment = _codes(df["environment_type"], _ENVIRONMENT_ENUM)
+    density = _codes(df["area_density"], _DENSITY_ENUM)
+    obstruction = _codes(df["image_obstruction_type"], _OBSTRUCTION_ENUM)
+    if weather is None or environment is None or density is None or obstruction is None:
+        return None
+    density_index = environment.astype(np.intp) * len(_DENSITIES) + density
+    return (
+        _WEATHER_LOSS[weather],
+        _DENSITY_LOSS[density_index],
+        _OBSTRUCTION_LOSS[obstruction],
+    )
+
+
+def _per_km_by_replace(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The string-keyed lookup: slower, but it raises polars' error on an unknown value."""
     env_density = pl.concat_str(["environment_type", "area_density"], separator="/")
     density_table = {f"{e}/{d}": v for (e, d), v in schema.DENSITY_LOSS_DB_PER_KM.items()}
     per_km = df.select(
@@ -45,12 +85,22 @@ def excess_loss_db(df: pl.DataFrame) -> np.ndarray:
             schema.OBSTRUCTION_LOSS_DB, return_dtype=pl.Float64
         ),
     )
+    return (
+        per_km["weather"].to_numpy(),
+        per_km["density"].to_numpy(),
+        per_km["obstruction"].to_numpy(),
+    )
+
+
+def excess_loss_db(df: pl.DataFrame) -> np.ndarray:
+    """Weather, clutter, Fresnel and obstruction loss per row (everything but FSPL)."""
+    weather, density, obstruction = _per_km_by_code(df) or _per_km_by_replace(df)
     d_km = df["link_distance_m"].to_numpy() / 1000.0
     return (
-        per_km["weather"].to_numpy() * d_km
-        + per_km["density"].to_numpy() * d_km
+        weather * d_km
+        + density * d_km
         + fresnel_loss_db(df["fresnel_clear_pct"].to_numpy())
-        + per_km["obstruction"].to_numpy()
+        + obstruction
     )
 
 
@@ -81,17 +131,49 @@ def channel_scores(
     channels, scan, counts = flat or flat_scan(df)
     if np.any(counts == 0):
         raise ValueError("every row needs at least one available channel")
-    row_of = np.repeat(np.arange(len(counts)), counts)
     distance = df["link_distance_m"].to_numpy()
     tx = df["tx_power_dbm"].to_numpy()
     floor = df["noise_floor_dbm"].to_numpy()
     loss = excess_loss_db(df)
     # FSPL splits into a per-row distance term and a per-channel frequency term.
     per_row = tx + schema.ANTENNA_GAINS_DB - loss - fspl_db(distance, 1.0)
-    rssi = per_row[row_of] - 20.0 * np.log10(channels)
-    snr = rssi - scan
-    score = snr - 0.25 * (scan - floor[row_of])
+    # The same operations, in the same order, as rssi = per_row - 20 log10(f),
+    # snr = rssi - scan, score = snr - 0.25 * (scan - floor), with fewer temporaries.
+    snr = 20.0 * np.log10(channels)
+    np.subtract(np.repeat(per_row, counts), snr, out=snr)
+    snr -= scan
+    score = np.subtract(scan, np.repeat(floor, counts))
+    score *= 0.25
+    np.subtract(snr, score, out=score)
     return channels, scan, counts, snr, score
+
+
+def _first_best_plain(score: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    row_of = np.repeat(np.arange(len(counts)), counts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    best_score = np.maximum.reduceat(score, starts)
+    position = np.arange(len(score))
+    is_best = score == best_score[row_of]
+    return best_score, np.minimum.reduceat(np.where(is_best, position, len(score)), starts)
+
+
+def _first_best(score: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(per-row max score, flat position of the first channel that reaches it)."""
+    if len(counts) == 0:
+        return _first_best_plain(score, counts)
+    starts = np.zeros(len(counts), dtype=np.intp)
+    np.cumsum(counts[:-1], out=starts[1:])
+    best_score = np.maximum.reduceat(score, starts)
+    # The flat positions where a row reaches its max, ascending: a row's first one is the
+    # first at or after the row's start, unless that lies past the row's end.
+    hits = np.flatnonzero(score == np.repeat(best_score, counts))
+    at = np.searchsorted(hits, starts)
+    if len(hits) and at[-1] < len(hits):
+        first = hits[at]
+        if not np.any(first >= starts + counts):
+            return best_score, first
+    # Some row never reaches its max (a NaN score): do what the plain version does.
+    return _first_best_plain(score, counts)
 
 
 def oracle_labels(
@@ -105,26 +187,22 @@ def oracle_labels(
     a label whose score ties the best within float noise.
     """
     channels, scan, counts, snr, score = channel_scores(df, flat)
-    row_of = np.repeat(np.arange(len(counts)), counts)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-
-    best_score = np.maximum.reduceat(score, starts)
-    position = np.arange(len(score))
-    is_best = score == best_score[row_of]
-    first_best = np.minimum.reduceat(np.where(is_best, position, len(score)), starts)
+    best_score, first_best = _first_best(score, counts)
 
     labelled_score = None
     if labelled_channel is not None:
+        row_of = np.repeat(np.arange(len(counts)), counts)
         match = channels == np.asarray(labelled_channel, dtype=np.float64)[row_of]
         labelled_score = np.full(len(counts), -np.inf)
         np.maximum.at(labelled_score, row_of[match], score[match])
 
     bandwidth = df["channel_bandwidth_mhz"].to_numpy().astype(np.float64)
+    snr_best = snr[first_best]
     return Labels(
         recommended_channel_mhz=channels[first_best].astype(np.int64),
-        expected_throughput_mbps=throughput_mbps(bandwidth, snr[first_best]),
-        rssi_dbm=(snr + scan)[first_best],
-        snr_db=snr[first_best],
+        expected_throughput_mbps=throughput_mbps(bandwidth, snr_best),
+        rssi_dbm=snr_best + scan[first_best],
+        snr_db=snr_best,
         best_score=best_score,
         labelled_score=labelled_score,
     )

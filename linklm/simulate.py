@@ -140,30 +140,42 @@ def cell_columns() -> CellColumns:
 
 
 def _uniform_by_group(rng, lo_hi: dict, env_density: np.ndarray) -> np.ndarray:
-    table = np.array([lo_hi[k] for k in schema.ENV_DENSITY], dtype=np.float64)[env_density]
-    return rng.uniform(table[:, 0], table[:, 1])
+    """U(lo, hi) per row from its (environment, density) group: ``rng.uniform(lo, hi)``'s
+    arithmetic, without its slower per-element broadcasting."""
+    table = np.array([lo_hi[k] for k in schema.ENV_DENSITY], dtype=np.float64)
+    lo, width = table[:, 0], table[:, 1] - table[:, 0]
+    return lo[env_density] + width[env_density] * rng.random(len(env_density))
 
 
-def _random_subsets(
-    rng: np.random.Generator, counts: np.ndarray, size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(row, column) of a uniform random subset of ``counts[r]`` of ``size`` columns per row.
+def _random_subsets(rng: np.random.Generator, counts: np.ndarray, size: int) -> np.ndarray:
+    """Column indices of a uniform random ``counts[r]``-subset of ``range(size)`` per row,
+    ascending within a row and flattened over rows.
 
-    Every cell gets a distinct random key (24 random bits above its column index); a row
-    keeps the columns of its ``counts[r]`` smallest keys. Only the ``MAX_CHANNELS`` smallest
-    keys per row are ever sorted, and the kept columns come out ascending.
+    Each row draws ``counts[r]`` columns with replacement, then redraws its repeats until
+    none is left. The distinct values of i.i.d. uniform draws are a uniform random subset of
+    their size, and fresh uniform draws top it up without favouring any column, so the final
+    subset is uniform. A redraw repeats with probability under ``counts[r] / size``, so a few
+    rounds suffice, each only on the rows that still have a repeat. Rows are uint16 (which
+    numpy sorts with SIMD, uint8 it does not), padded to ``MAX_CHANNELS`` with distinct
+    values above every column, so padding sorts last and never counts as a repeat.
     """
-    n = len(counts)
-    keys = rng.integers(0, 1 << 24, size=(n, size), dtype=np.uint32)
-    keys <<= np.uint32(8)
-    keys |= np.arange(size, dtype=np.uint32)
-    keys.partition(schema.MAX_CHANNELS - 1, axis=1)  # in place: np.partition copies 19 MB
-    smallest = keys[:, : schema.MAX_CHANNELS]
-    smallest.sort(axis=1)
-    columns = (smallest & np.uint32(0xFF)).astype(np.uint16)
-    columns[np.arange(schema.MAX_CHANNELS) >= counts[:, None]] = size  # past this row's count
-    columns.sort(axis=1)
-    return np.repeat(np.arange(n), counts), columns[columns < size].astype(np.int64)
+    n, width = len(counts), schema.MAX_CHANNELS
+    top = np.iinfo(np.uint16).max
+    columns = np.tile(np.arange(top - width + 1, top + 1, dtype=np.uint16), (n, 1))
+    keep = np.arange(width) < counts[:, None]
+    columns[keep] = rng.integers(0, size, size=int(counts.sum()), dtype=np.uint16)
+    rows, block = np.arange(n), columns
+    while True:
+        block.sort(axis=1)
+        repeats = np.flatnonzero(block[:, 1:] == block[:, :-1])  # equal to its left neighbour
+        if block is not columns:
+            columns[rows] = block
+        if not len(repeats):
+            return columns[keep]
+        row, col = np.divmod(repeats, width - 1)
+        block[row, col + 1] = rng.integers(0, size, size=len(repeats), dtype=np.uint16)
+        redo = row[np.diff(row, prepend=-1) > 0]  # each row with a repeat, once
+        rows, block = rows[redo], block[redo]
 
 
 def _strings(values: tuple[str, ...], index: np.ndarray) -> pl.Series:
@@ -214,10 +226,14 @@ def generate_chunk(config: GenerationConfig, plan: ChunkPlan) -> pl.DataFrame:
     # Available channels: a random subset of the grid per row, ascending.
     grid = np.array(schema.CHANNEL_GRID_MHZ, dtype=np.int64)
     counts = rng.integers(schema.MIN_CHANNELS, schema.MAX_CHANNELS + 1, size=n)
-    row_idx, col_idx = _random_subsets(rng, counts, len(grid))
-    channels = grid[col_idx]
-    level = np.maximum(0.0, rng.normal((utilization / 100.0 * 8.0)[row_idx], 1.5))
-    scan = np.round(floor[row_idx] + schema.SCAN_FLOOR_OFFSET_DB + level, dec["spectral_scan_dbm"])
+    channels = grid[_random_subsets(rng, counts, len(grid))]
+    # scan = floor + offset + max(0, N(utilization / 100 * 8, 1.5)), one draw per channel
+    level = rng.standard_normal(len(channels))
+    level *= 1.5
+    level += np.repeat(utilization / 100.0 * 8.0, counts)
+    np.maximum(level, 0.0, out=level)
+    level += np.repeat(floor + schema.SCAN_FLOOR_OFFSET_DB, counts)
+    scan = np.round(level, dec["spectral_scan_dbm"], out=level)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     coord_offsets = np.arange(0, 3 * n + 1, 3, dtype=np.int32)
 

@@ -100,6 +100,22 @@ def test_folder_of_another_config_is_refused_not_overwritten(built):
     assert replaced["rows"] == 3000
 
 
+def test_folder_of_another_generator_version_is_refused_not_mixed(built):
+    """A folder from another generator version (version 1 did not record one) is not resumed:
+    its chunks would verify against their own records and mix two generators' draws."""
+    assert dataset.read_manifest(built)["generator"] == dataset.GENERATOR
+    generation = json.loads((built / "generation.json").read_text())
+    assert generation == CONFIG.model_dump(mode="json") | {"generator": dataset.GENERATOR}
+    del generation["generator"]
+    (built / "generation.json").write_text(json.dumps(generation))
+    (built / "chunks" / "chunk-00002.parquet").unlink()
+    with pytest.raises(DatasetError, match="generator None -> 'linklm-chunks/"):
+        dataset.build(built, CONFIG)
+    assert not (built / "chunks" / "chunk-00002.parquet").exists()
+    rebuilt = dataset.build(built, CONFIG, overwrite=True)
+    assert rebuilt == dataset.build(built.parent / "fresh", CONFIG)
+
+
 def test_second_writer_is_refused(built):
     held = dataset.lock(built)
     try:

@@ -1,6 +1,7 @@
 """Prompts carry inputs only; answers are small JSON objects that parse strictly."""
 
 import json
+import re
 
 import polars as pl
 import pytest
@@ -20,9 +21,11 @@ def test_default_prompt_never_contains_leaky_columns(rows):
         assert not rendered.str.contains(name).any()
     # the label names appear only in the answer instruction, never with a value
     assert not rendered.str.contains(r"recommended_channel_mhz\W+\d").any()
-    # nor their values: the rssi/snr of a row (2 decimals) never appear in its prompt
+    # nor their values: the rssi/snr of a row (2 decimals) never appear in its prompt as a
+    # number (an snr of 36.53 inside the longitude 36.539464 is another number, not a leak)
     for text, rssi, snr in zip(rendered, rows["rssi_dbm"], rows["snr_db"], strict=True):
-        assert f"{rssi:.2f}" not in text and f"{snr:.2f}" not in text
+        for value in (rssi, snr):
+            assert not re.search(rf"(?<![\d.]){re.escape(f'{value:.2f}')}(?!\d)", text), value
 
 
 def test_prompt_shows_every_input_and_the_scan(rows):

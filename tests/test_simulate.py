@@ -1,5 +1,7 @@
 """The generator: determinism, the contract's ranges, physics labels, stratify/balance."""
 
+import itertools
+
 import numpy as np
 import polars as pl
 import pytest
@@ -70,6 +72,23 @@ def test_rows_follow_the_contract():
         assert (
             sub["noise_floor_dbm"].min() >= lo - 0.05 and sub["noise_floor_dbm"].max() <= hi + 0.05
         )
+
+
+def test_channel_subsets_are_uniform_sorted_and_distinct():
+    """Rows of mixed counts; every 3-subset of 6 columns is equally likely (chi-square)."""
+    counts = np.tile([3, 1, 6], 20_000)
+    flat = simulate._random_subsets(np.random.default_rng(0), counts, 6)
+    assert len(flat) == counts.sum() and flat.max() < 6
+    rows = np.split(flat.astype(np.int64), np.cumsum(counts)[:-1])
+    assert all((np.diff(r) > 0).all() for r in rows)  # ascending, so distinct
+    codes = np.array(rows[0::3]) @ np.array([36, 6, 1])
+    subsets = [36 * a + 6 * b + c for a, b, c in itertools.combinations(range(6), 3)]
+    observed = np.bincount(codes, minlength=216)[subsets]
+    assert observed.sum() == 20_000
+    expected = 20_000 / len(subsets)
+    assert ((observed - expected) ** 2 / expected).sum() < 43.8  # 19 dof, p = 0.001
+    singles = np.bincount(np.concatenate(rows[1::3]), minlength=6) / 20_000
+    assert np.abs(singles - 1 / 6).max() < 0.015
 
 
 def test_labels_are_the_physics_of_the_inputs():
