@@ -2,6 +2,11 @@
 
     python benchmarks/bench_quality.py                      # 10 min budget, 30k train rows
     python benchmarks/bench_quality.py --budget-s 300 --channel-weight 2
+    python benchmarks/bench_quality.py --max-steps 1000 --spec value_dims=0   # a model variant
+
+``--max-steps`` trains a fixed number of steps instead of a time budget, so variants can be
+compared on a busy machine; ``--spec`` builds a variant of the default model
+(``linklm.models.DefaultSpec`` fields, e.g. ``num_hidden_layers=6``).
 
 Prints channel top-1 (greedy and ranked), top-3, throughput MAE and invalid answers for the
 model, next to the quietest-channel heuristic, the mean and per-bandwidth-mean throughput
@@ -11,6 +16,7 @@ and the physics oracle on the same rows. A benchmark, not a test: it takes minut
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import tempfile
 import time
@@ -20,7 +26,7 @@ import numpy as np
 from transformers import TrainerCallback
 
 from linklm import answers as model_answers
-from linklm import baselines, dataset, examples, train
+from linklm import baselines, dataset, examples, models, train
 from linklm.config import GenerationConfig, TrainConfig
 
 
@@ -58,8 +64,17 @@ def _seconds_per_step(config: TrainConfig, prepared: train.Prepared, work: Path)
     return clock.seconds_per_step()
 
 
-def _train_for(config: TrainConfig, budget_s: float, work: Path):
-    """Calibrate the step time, then train for ``budget_s`` with the schedule spanning it."""
+def _train_for(config: TrainConfig, budget_s: float, work: Path, max_steps: int = 0):
+    """Calibrate the step time, then train for ``budget_s`` with the schedule spanning it
+    (or, with ``max_steps``, train exactly that many steps)."""
+    if max_steps:
+        config = config.model_copy(
+            update={"max_steps": max_steps, "warmup_steps": min(100, max_steps // 10)}
+        )
+        prepared = train.prepare(config)
+        trainer = train.build_trainer(config, prepared, work / config.run_name)
+        trainer.train()
+        return trainer, prepared
     prepared = train.prepare(config)
     steps = max(50, int(budget_s / _seconds_per_step(config, prepared, work)))
     config = config.model_copy(update={"max_steps": steps, "warmup_steps": min(100, steps // 10)})
@@ -69,6 +84,20 @@ def _train_for(config: TrainConfig, budget_s: float, work: Path):
     )
     trainer.train()
     return trainer, prepared
+
+
+def _build_variant(pairs: list[str], folder: Path) -> Path:
+    """The default model built from a DefaultSpec with the given fields changed."""
+    fields = {f.name: f.type for f in dataclasses.fields(models.DefaultSpec)}
+    changes = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in fields:
+            raise SystemExit(f"--spec {pair}: no DefaultSpec field {name!r} ({', '.join(fields)})")
+        changes[name] = float(value) if "float" in str(fields[name]) else int(value)
+    spec = dataclasses.replace(models.DefaultSpec(), **changes)
+    print(f"model variant: {spec}")
+    return models.build_default(folder, spec)
 
 
 def main() -> None:
@@ -82,6 +111,14 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data-dir", type=Path, help="reuse a dataset folder")
+    parser.add_argument("--max-steps", type=int, default=0, help="fixed steps, no time budget")
+    parser.add_argument(
+        "--spec",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a DefaultSpec field of the model variant to build (repeatable)",
+    )
     parser.add_argument(
         "--channel-stage-s",
         type=float,
@@ -93,6 +130,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    model = models.DEFAULT_MODEL
+    if args.spec:
+        model = str(_build_variant(args.spec, work / "variant"))
     data_dir = args.data_dir or work / "data"
     if not (data_dir / "manifest.json").exists():  # build once, reuse with --data-dir
         dataset.build(
@@ -101,6 +141,7 @@ def main() -> None:
         )
     config = TrainConfig(
         data_dir=data_dir,
+        model=model,
         out_dir=work,
         run_name="quality",
         target=args.target,
@@ -120,7 +161,7 @@ def main() -> None:
         trainer, prepared = _train_for(first, stage_s, work)
         train.save_run(first, prepared, trainer, work / "stage1", stage_s)
         config = config.model_copy(update={"model": str(work / "stage1" / "model")})
-    trainer, prepared = _train_for(config, args.budget_s - stage_s, work)
+    trainer, prepared = _train_for(config, args.budget_s - stage_s, work, args.max_steps)
     seconds = time.perf_counter() - started
     tokens = trainer.state.num_input_tokens_seen
 

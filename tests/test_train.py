@@ -46,6 +46,23 @@ def test_default_model_is_a_normal_checkpoint_with_number_tokens():
     assert len(tokenizer) == len(numtok.vocabulary())
 
 
+def test_number_token_embeddings_start_ordered_by_value():
+    """The first embedding dimension of each number family rises with the value; the rest of
+    the vocabulary keeps its random init (no structure leaks into words or specials)."""
+    folder = models.resolve(models.DEFAULT_MODEL)
+    embedding = AutoModelForCausalLM.from_pretrained(folder).get_input_embeddings().weight
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    for family in (
+        [f"l{i}" for i in range(256)],
+        [f"c{c}" for c in range(4900, 6101, 5)],
+        [f"f{i}" for i in range(-1150, -819)],
+    ):
+        first = embedding[tokenizer.convert_tokens_to_ids(family), 0]
+        assert bool((first[1:] > first[:-1]).all()), family[0]
+    words = embedding[tokenizer.convert_tokens_to_ids(["Urban", "Rain", "<bos>"]), :8]
+    assert float(words.std()) < 0.03  # the random init (0.02); value features are 0.06
+
+
 def test_prompt_plus_answer_is_the_chat_template_of_the_conversation(small_dataset):
     loaded = models.load(models.DEFAULT_MODEL)
     rows = examples.split_rows(small_dataset, "train", max_rows=5)
