@@ -27,7 +27,7 @@ from flows.cli import ArgumentParser, add_model_options, model_from_options, run
 from flows.data import data_flow
 from flows.evaluate import evaluate_flow
 from flows.train import train_flow
-from linklm import dataset, evaluate, models, registry, storage
+from linklm import atomic, dataset, evaluate, models, registry, storage
 from linklm.config import (
     DataFlowConfig,
     EvalConfig,
@@ -47,15 +47,21 @@ class RetrainError(LinkLMError):
 
 
 def frozen_test(config: RetrainConfig) -> dict:
-    """Build (once) or verify the frozen test set, and refuse one the registry does not know."""
-    data_flow(
-        DataFlowConfig(
-            out_dir=config.frozen_dir,
-            generation=GenerationConfig(n_rows=config.frozen_rows, seed=config.frozen_seed),
-            export_csv=False,
-            artifacts_url=storage.NO_COPY,  # datasets are lineage here, not results
+    """Build (once) or verify the frozen test set, and refuse one the registry does not know.
+
+    A set built by an earlier generator version stays the frozen set: it is verified, not
+    rebuilt (the data flow would refuse the folder, and a new set would break every score's
+    comparability)."""
+    made = atomic.read_json_or_none(config.frozen_dir / dataset.GENERATION)
+    if made is None or made.get("generator") == dataset.GENERATOR:
+        data_flow(
+            DataFlowConfig(
+                out_dir=config.frozen_dir,
+                generation=GenerationConfig(n_rows=config.frozen_rows, seed=config.frozen_seed),
+                export_csv=False,
+                artifacts_url=storage.NO_COPY,  # datasets are lineage here, not results
+            )
         )
-    )
     manifest = dataset.require_intact(config.frozen_dir)
     frozen = {
         "data_dir": str(config.frozen_dir),

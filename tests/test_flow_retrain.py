@@ -5,7 +5,7 @@ import json
 
 from prefect import get_client
 
-from flows.retrain import retrain_flow
+from flows.retrain import frozen_test, retrain_flow
 from linklm import dataset, registry, storage
 from linklm.config import RetrainConfig
 
@@ -51,6 +51,14 @@ def test_retrain_promotes_only_a_better_challenger(prefect_harness, tmp_path):
     assert second["champion"] == first["id"]
     assert second["champion_score"] == second["challenger_score"] == first["challenger_score"]
     assert (registry.champion_run_dir(config.registry) / "run.json").exists()
+
+    # A frozen set from an earlier generator version is verified and kept, not rebuilt.
+    generation_file = config.frozen_dir / dataset.GENERATION
+    generation = json.loads(generation_file.read_text())
+    del generation["generator"]  # as generator version 1 wrote it
+    generation_file.write_text(json.dumps(generation))
+    assert frozen_test(config)["dataset_sha256"] == frozen_manifest["dataset_sha256"]
+    assert json.loads(generation_file.read_text()) == generation
 
     # A challenger that cannot train is recorded as failed, fails the run, and changes nothing.
     broken = config.model_copy(update={"model": str(tmp_path / "no-such-model")})
