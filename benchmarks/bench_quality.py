@@ -68,20 +68,13 @@ def _train_for(config: TrainConfig, budget_s: float, work: Path, max_steps: int 
     """Calibrate the step time, then train for ``budget_s`` with the schedule spanning it
     (or, with ``max_steps``, train exactly that many steps)."""
     if max_steps:
-        config = config.model_copy(
-            update={"max_steps": max_steps, "warmup_steps": min(100, max_steps // 10)}
-        )
-        prepared = train.prepare(config)
-        trainer = train.build_trainer(config, prepared, work / config.run_name)
-        trainer.train()
-        return trainer, prepared
-    prepared = train.prepare(config)
-    steps = max(50, int(budget_s / _seconds_per_step(config, prepared, work)))
+        steps, callbacks = max_steps, []
+    else:
+        steps = max(50, int(budget_s / _seconds_per_step(config, train.prepare(config), work)))
+        callbacks = [TimeBudget(budget_s)]
     config = config.model_copy(update={"max_steps": steps, "warmup_steps": min(100, steps // 10)})
     prepared = train.prepare(config)  # fresh weights: calibration trained the first copy
-    trainer = train.build_trainer(
-        config, prepared, work / config.run_name, callbacks=[TimeBudget(budget_s)]
-    )
+    trainer = train.build_trainer(config, prepared, work / config.run_name, callbacks=callbacks)
     trainer.train()
     return trainer, prepared
 
