@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from filelock import FileLock
 
 import linklm
-from linklm import atomic, schema, simulate
+from linklm import allocator, atomic, schema, simulate
 from linklm.config import GenerationConfig
 from linklm.errors import DatasetError
 
@@ -168,6 +168,7 @@ def ensure_chunk(
         ):
             return record, "verified"
 
+    allocator.keep_freed_memory()  # once per process: chunks reuse pages, not fault them in
     frame = simulate.generate_chunk(config, plan)
     with atomic.atomic_path(path) as tmp:
         write_chunk(frame, tmp)

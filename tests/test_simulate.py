@@ -1,6 +1,8 @@
 """The generator: determinism, the contract's ranges, physics labels, stratify/balance."""
 
 import itertools
+import platform
+import sys
 
 import numpy as np
 import polars as pl
@@ -181,3 +183,30 @@ def test_natural_frequencies_without_balance():
 def test_bad_generation_options_fail_fast(kwargs, message):
     with pytest.raises(ValidationError, match=message):
         GenerationConfig(**kwargs)
+
+
+def test_generating_and_writing_a_dataset_does_not_import_pandas(tmp_path):
+    """pandas is not a dependency of generation; importing it by accident (pyarrow's
+    ``pa.array`` checks for pandas types) cost 0.4 s of every run's start."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pathlib\n"
+        "from linklm import dataset\n"
+        "from linklm.config import GenerationConfig\n"
+        f"dataset.build(pathlib.Path({str(tmp_path)!r}) / 'd', GenerationConfig(n_rows=300, chunk_size=100))\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_allocator_setting_is_applied_once_and_reports_whether_it_took():
+    from linklm import allocator
+
+    first = allocator.keep_freed_memory()
+    assert isinstance(first, bool)
+    assert allocator.keep_freed_memory() is first  # cached: set once per process
+    if sys.platform.startswith("linux") and "glibc" in " ".join(platform.libc_ver()):
+        assert first
