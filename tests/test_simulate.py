@@ -2,6 +2,7 @@
 
 import itertools
 import platform
+import subprocess
 import sys
 
 import numpy as np
@@ -9,7 +10,7 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
-from linklm import physics, schema, simulate
+from linklm import allocator, physics, schema, simulate
 from linklm.config import GenerationConfig
 
 
@@ -188,9 +189,6 @@ def test_bad_generation_options_fail_fast(kwargs, message):
 def test_generating_and_writing_a_dataset_does_not_import_pandas(tmp_path):
     """pandas is not a dependency of generation; importing it by accident (pyarrow's
     ``pa.array`` checks for pandas types) cost 0.4 s of every run's start."""
-    import subprocess
-    import sys
-
     code = (
         "import sys, pathlib\n"
         "from linklm import dataset\n"
@@ -203,8 +201,6 @@ def test_generating_and_writing_a_dataset_does_not_import_pandas(tmp_path):
 
 
 def test_allocator_setting_is_applied_once_and_reports_whether_it_took():
-    from linklm import allocator
-
     first = allocator.keep_freed_memory()
     assert isinstance(first, bool)
     assert allocator.keep_freed_memory() is first  # cached: set once per process
