@@ -103,6 +103,15 @@ def main() -> None:
     parser.add_argument("--target", default="both")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--augment-copies",
+        type=int,
+        default=TrainConfig.model_fields["augment_copies"].default,
+        help="label-preserving variants per training row (linklm.augment)",
+    )
+    parser.add_argument(
+        "--augment-keep", type=float, default=TrainConfig.model_fields["augment_keep"].default
+    )
     parser.add_argument("--data-dir", type=Path, help="reuse a dataset folder")
     parser.add_argument("--max-steps", type=int, default=0, help="fixed steps, no time budget")
     parser.add_argument(
@@ -139,6 +148,8 @@ def main() -> None:
         run_name="quality",
         target=args.target,
         max_rows=args.train_rows,
+        augment_copies=args.augment_copies,
+        augment_keep=args.augment_keep,
         eval_rows=0,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
@@ -175,7 +186,8 @@ def main() -> None:
     print(
         (f"stage 1: channel alone for {stage_s:.0f} s; stage 2: " if stage_s > 0 else "")
         + f"trained {trainer.state.global_step} steps in {seconds:.0f} s ({tokens / seconds:,.0f} tokens/s), "
-        f"{len(prepared.train_set)} train rows, target {args.target}, weights channel {args.channel_weight} "
+        f"{len(prepared.train_set)} train examples ({args.train_rows} rows, "
+        f"{args.augment_copies} augmented copies each), target {args.target}, weights channel {args.channel_weight} "
         f"throughput {args.throughput_weight}; {len(test)} test rows"
     )
     print(

@@ -134,6 +134,12 @@ class TrainConfig(BaseModel):
     run_name: str | None = Field(None, description="Folder under out_dir; default model-mode-time.")
     target: Target = "both"
     max_rows: int | None = Field(None, gt=0, description="Cap on training rows.")
+    augment_copies: int = Field(
+        0, ge=0, description="Extra variants of each training row without some losing channels."
+    )
+    augment_keep: float = Field(
+        0.5, ge=0, le=1, description="Chance that a variant keeps each losing channel."
+    )
     eval_rows: int = Field(500, ge=0, description="Validation rows for the val loss.")
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="Overrides epochs when > 0.")
@@ -219,7 +225,7 @@ class DemoConfig(BaseModel):
     seed: int = Field(0, ge=0)
     model: str = Field("linklm-default", description="Registered name, local folder or hub id.")
     mode: Mode = "full"
-    max_steps: int = Field(2000, gt=0, description="Training steps (batch_size rows each).")
+    max_steps: int = Field(4000, gt=0, description="Training steps (batch_size rows each).")
     batch_size: int = Field(32, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
     eval_rows: int = Field(1000, gt=0, description="Test rows the model and baselines answer.")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from linklm import numtok, prompts
 from linklm.config import Target
@@ -28,10 +28,12 @@ class PromptFormat(BaseModel):
     kind: Literal["numtok-v1", "text"] = "text"
     target: Target = "both"
     template: str | None = None
+    # numtok only: how many of the quietest scan pairs the prompt lists (None: every one).
+    scan_channels: int | None = Field(default=None, ge=1)
 
     def user_messages(self, df: pl.DataFrame) -> list[str]:
         if self.kind == "numtok-v1":
-            return numtok.render_prompts(df).to_list()
+            return numtok.render_prompts(df, self.scan_channels).to_list()
         return prompts.render_prompts(df, self.template, self.target).to_list()
 
     def answers(self, df: pl.DataFrame) -> list[str]:

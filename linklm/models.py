@@ -72,8 +72,12 @@ class DefaultSpec:
     rope_theta: float = 10_000.0  # Gemma's 1e6 for global layers blurs short-range positions
     # The first value_dims embedding dimensions of every number token start as smooth
     # features of its value (numtok.value_features), at value_scale (the random init is 0.02).
+    # Measured with 8 scan pairs: scale 0.2 reached 87.6 % channel accuracy at 6,000 steps
+    # where 0.06 reached 83.2 % (at 1,000 steps 81.8 % against 80.4 %, 0.5 gave 80.0 %).
     value_dims: int = 8
-    value_scale: float = 0.06
+    value_scale: float = 0.2
+    # The prompt lists this many of the quietest scan pairs (0: all); see numtok.SCAN_CHANNELS.
+    scan_channels: int = numtok.SCAN_CHANNELS
     seed: int = 0
 
 
@@ -127,7 +131,7 @@ def build_default(folder: Path, spec: DefaultSpec = DefaultSpec()) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    PromptFormat(kind="numtok-v1").save(folder)
+    PromptFormat(kind="numtok-v1", scan_channels=spec.scan_channels or None).save(folder)
     return folder
 
 
@@ -149,7 +153,7 @@ def resolve(name_or_path: str) -> str:
     A local folder is checked whole (``check_folder``) so a damaged one fails here, in one
     line, before anything loads or writes."""
     if name_or_path == DEFAULT_MODEL:
-        folder = home() / "models" / "linklm-default-v3"
+        folder = home() / "models" / "linklm-default-v4"
         if not (folder / "config.json").exists():
             log.info("building the offline default model in %s", folder)
             _build_atomically(folder, build_default)

@@ -11,6 +11,7 @@ and answers ``c5115 q201``: the channel, then the throughput as one of 256 log-s
 Only the inputs the physics of DATA_SPEC.md uses are shown (coordinates, noise, weather
 temperature and humidity, utilisation do not enter a label). Scan levels are tenths of a dB
 above the link's noise floor; the dataset stores both to 0.1 dB, so nothing is rounded away.
+The default model's prompt keeps only the quietest pairs of the scan (``SCAN_CHANNELS``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ TX_RANGE = (100, 300)  # tenths of dBm
 FLOOR_RANGE = (-1150, -820)  # tenths of dBm
 DIST_MAX = 300  # hundreds of metres
 THROUGHPUT_BINS = 256
+# The default model's prompt lists the 8 quietest scan pairs. Measured on 30k training rows,
+# the recommended channel is among the K quietest in 96.6 % of rows for K=4, 99.4 % for 8,
+# 99.94 % for 16 and 99.99 % for 20 (a channel more than 1.52 dB louder than the quietest
+# never wins: 1.25 x that exceeds the frequency term's 1.9 dB span). A training step on 8 pairs
+# took 0.44x the time of one on the whole scan (mean 30 pairs) at the same accuracy per step.
+SCAN_CHANNELS = 8
 THROUGHPUT_EDGES = np.geomspace(0.02, 1600.0, THROUGHPUT_BINS + 1)
 THROUGHPUT_VALUES = np.sqrt(THROUGHPUT_EDGES[:-1] * THROUGHPUT_EDGES[1:])
 
@@ -86,7 +93,7 @@ def _tenths(expr: pl.Expr) -> pl.Expr:
     return (expr * 10).round(0).cast(pl.Int64)
 
 
-def render_prompts(df: pl.DataFrame) -> pl.Series:
+def render_prompts(df: pl.DataFrame, scan_channels: int | None = None) -> pl.Series:
     """The user message of every row as number tokens (vectorised).
 
     Values are self-describing tokens (``t239`` is a tx power, ``f-995`` a noise floor), so
@@ -95,6 +102,10 @@ def render_prompts(df: pl.DataFrame) -> pl.Series:
     the file, ordered so the strongest candidates sit right before the answer, at fixed
     distances a rotary-position model finds easily. The model still has to learn the
     physics' trade-off between a quieter channel and a lower frequency.
+
+    ``scan_channels`` keeps only that many of the quietest pairs (None: all of them). A
+    shorter prompt is a cheaper training step, and the pairs left out are the loudest ones,
+    which rarely win: see ``SCAN_CHANNELS`` for what was measured.
     """
     context = df.select(
         pl.format(
@@ -125,7 +136,12 @@ def render_prompts(df: pl.DataFrame) -> pl.Series:
         )
         .sort("_row", "_level", "available_channels_mhz", descending=[False, True, True])
         .group_by("_row", maintain_order=True)
-        .agg(pl.format("c{} l{}", "available_channels_mhz", "_level").str.join(" ").alias("scan"))
+        .agg(
+            pl.format("c{} l{}", "available_channels_mhz", "_level")
+            .tail(scan_channels if scan_channels else schema.MAX_CHANNELS)
+            .str.join(" ")
+            .alias("scan")
+        )
     )["scan"]
     return (context + " scan " + pairs).alias("prompt")
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 import linklm
-from linklm import atomic, dataset, examples, models
+from linklm import atomic, augment, dataset, examples, models
 from linklm.config import TrainConfig
 from linklm.errors import LinkLMError
 
@@ -267,6 +267,9 @@ def prepare(config: TrainConfig, token: str | None = None) -> Prepared:
     train_rows = examples.split_rows(config.data_dir, "train", config.max_rows, manifest)
     if train_rows.height == 0:
         raise TrainingError(f"{config.data_dir}: the train split is empty")
+    train_rows = augment.drop_losing_channels(
+        train_rows, config.augment_copies, seed=config.seed, keep=config.augment_keep
+    )
     train_set = examples.tokenize(train_rows, prompt_format, loaded.tokenizer)
     eval_set = None
     if config.eval_rows:

@@ -34,6 +34,16 @@ def test_scan_pairs_are_the_rows_scan_quietest_last(rows):
     assert "rssi" not in prompt and "snr" not in prompt
 
 
+def test_scan_channels_keeps_the_quietest_pairs_in_the_same_order(rows):
+    full = numtok.render_prompts(rows.head(50))
+    short = numtok.render_prompts(rows.head(50), scan_channels=12)
+    counts = rows.head(50)["available_channels_mhz"].list.len()
+    for whole, cut, n in zip(full, short, counts, strict=True):
+        head, pairs = whole.split(" scan ")
+        assert cut == head + " scan " + " ".join(pairs.split()[-2 * min(n, 12) :])
+    assert numtok.render_prompts(rows.head(5), scan_channels=None).equals(full.head(5))
+
+
 def test_answers_decode_to_the_label_within_half_a_bin(rows):
     for text, ch, tput in zip(
         numtok.render_answers(rows),

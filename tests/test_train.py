@@ -42,7 +42,8 @@ def test_default_model_is_a_normal_checkpoint_with_number_tokens():
     for word in ("c5180", "l123", "t239", "f-995", "d82", "p82", "q201", "Urban"):
         ids = tokenizer(word, add_special_tokens=False)["input_ids"]
         assert len(ids) == 1 and ids[0] != tokenizer.unk_token_id, word
-    assert PromptFormat.load(folder).kind == "numtok-v1"
+    saved = PromptFormat.load(folder)
+    assert saved.kind == "numtok-v1" and saved.scan_channels == numtok.SCAN_CHANNELS
     assert len(tokenizer) == len(numtok.vocabulary())
 
 
@@ -171,6 +172,15 @@ def test_dry_run_touches_one_batch_and_writes_nothing(small_dataset, tmp_path):
     assert summary["dry_run"] is True and 0 < summary["loss"] < 20
     assert not (tmp_path / "run" / "run.json").exists()
     assert not (tmp_path / "run" / "model").exists()
+
+
+def test_augmented_copies_join_the_train_split_only(small_dataset, tmp_path):
+    plain = train.prepare(_config(small_dataset, tmp_path, max_rows=300, augment_copies=0))
+    more = train.prepare(_config(small_dataset, tmp_path, max_rows=300, augment_copies=2))
+    assert len(plain.train_set) == 300 and len(more.train_set) == 900
+    assert len(more.eval_set) == len(plain.eval_set) == 64
+    first = more.train_set[0]["input_ids"]
+    assert first == plain.train_set[0]["input_ids"]  # the original rows come first, unchanged
 
 
 def test_qlora_without_cuda_stops_at_once_with_what_it_needs(small_dataset, tmp_path):
