@@ -93,6 +93,11 @@ def _tenths(expr: pl.Expr) -> pl.Expr:
     return (expr * 10).round(0).cast(pl.Int64)
 
 
+def _pairs(scan_channels: int | None) -> pl.Expr:
+    pairs = pl.format("c{} l{}", "available_channels_mhz", "_level")
+    return pairs.tail(scan_channels) if scan_channels else pairs
+
+
 def render_prompts(df: pl.DataFrame, scan_channels: int | None = None) -> pl.Series:
     """The user message of every row as number tokens (vectorised).
 
@@ -136,12 +141,7 @@ def render_prompts(df: pl.DataFrame, scan_channels: int | None = None) -> pl.Ser
         )
         .sort("_row", "_level", "available_channels_mhz", descending=[False, True, True])
         .group_by("_row", maintain_order=True)
-        .agg(
-            pl.format("c{} l{}", "available_channels_mhz", "_level")
-            .tail(scan_channels if scan_channels else schema.MAX_CHANNELS)
-            .str.join(" ")
-            .alias("scan")
-        )
+        .agg(_pairs(scan_channels).str.join(" ").alias("scan"))
     )["scan"]
     return (context + " scan " + pairs).alias("prompt")
 
