@@ -5,9 +5,10 @@ The recommended channel is the argmax of a per-channel score over the available 
 did not win leaves the argmax, its tie-break (the lowest frequency among equal scores) and
 the throughput exactly as they were, so a row with a random part of its losing channels
 removed is a new, correctly labelled training example. No physics is evaluated: the
-label is kept, never recomputed. It gives the model new sets of close candidates to
-compare, which is what it fails on; with a fixed number of rows the training loss
-otherwise falls epoch by epoch while test accuracy stops rising (memorisation).
+label is kept, never recomputed. The aim is new sets of close candidates to compare, since
+with a fixed number of rows the training loss falls pass by pass while test accuracy
+barely rises. Measured on the default model (6,000 steps, one seed each) it gained 1.9
+points in one pairing and lost 2.5 in another, so ``TrainConfig`` leaves it off.
 """
 
 from __future__ import annotations
