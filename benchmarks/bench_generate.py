@@ -164,22 +164,41 @@ def _measure(kind: str, n_rows: int, chunk_size: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _median(runs: list[dict]) -> dict:
+    """The run with the median wall time (its other figures come with it)."""
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--chunk-size", type=int, default=20_000)
     parser.add_argument("--reference-rows", type=int, default=20_000)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="rounds of every measurement, interleaved so drift in the machine's speed hits "
+        "the reference and the vectorised path alike; the median round is reported",
+    )
     parser.add_argument("--child", choices=["reference", "vectorised"])
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.child:
         _child(args.child, sizes[0], args.chunk_size)
         return
-    ref = _measure("reference", args.reference_rows, args.chunk_size)
+    refs, runs = [], {n: [] for n in sizes}
+    for _ in range(args.repeats):
+        refs.append(_measure("reference", args.reference_rows, args.chunk_size))
+        for n in sizes:
+            runs[n].append(_measure("vectorised", n, args.chunk_size))
+    ref = _median(refs)
     ref_rate = ref["rows"] / ref["seconds"]
     ref_cpu_rate = ref["rows"] / ref["cpu_seconds"]
+    ref_rates = sorted(r["rows"] / r["seconds"] for r in refs)
     print(
-        f"reference (per-row Python, {ref['rows']} rows): {ref_rate:,.0f} rows/s, "
+        f"reference (per-row Python, {ref['rows']} rows, median of {len(refs)}): "
+        f"{ref_rate:,.0f} rows/s (runs {ref_rates[0]:,.0f}-{ref_rates[-1]:,.0f}), "
         f"{ref['bytes'] / ref['seconds'] / 1e6:.2f} MB/s, peak RSS {ref['peak_rss_mb']:.0f} MB, "
         f"{ref_cpu_rate:,.0f} rows per CPU second"
     )
@@ -188,14 +207,17 @@ def main() -> None:
         f" {'CPU s':>7} {'rows/CPU s':>11} {'x ref (CPU)':>12} {'MB/1M rows':>11}"
     )
     for n in sizes:
-        r = _measure("vectorised", n, args.chunk_size)
+        r = _median(runs[n])
         rate = r["rows"] / r["seconds"]
         cpu_rate = r["rows"] / r["cpu_seconds"]
         print(
-            f"{r['rows']:>10,} {r['seconds']:>8.1f} {rate:>10,.0f} {r['bytes'] / r['seconds'] / 1e6:>7.2f} "
+            f"{r['rows']:>10,} {r['seconds']:>8.2f} {rate:>10,.0f} {r['bytes'] / r['seconds'] / 1e6:>7.2f} "
             f"{r['peak_rss_mb']:>12.0f} {rate / ref_rate:>12.1f} {r['cpu_seconds']:>7.1f} "
             f"{cpu_rate:>11,.0f} {cpu_rate / ref_cpu_rate:>12.1f} {r['bytes'] / r['rows']:>11.0f}"
         )
+    print(
+        f"(median of {args.repeats} interleaved rounds; x reference = rows/s over the reference's)"
+    )
 
 
 if __name__ == "__main__":

@@ -41,10 +41,14 @@ class TimeBudget(TrainerCallback):
 
 
 class StepClock(TrainerCallback):
-    """Seconds per step after the first ``skip`` steps (the first ones are slower)."""
+    """Seconds per step after the first ``skip`` steps (the first ones are slower), and the
+    one-off cost of those first steps (a torch.compile happens there)."""
 
     def __init__(self, skip: int = 10):
-        self.skip, self.start, self.steps = skip, None, 0
+        self.skip, self.begin, self.start, self.steps = skip, None, None, 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.begin = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.skip:
@@ -55,13 +59,17 @@ class StepClock(TrainerCallback):
     def seconds_per_step(self) -> float:
         return (time.perf_counter() - self.start) / max(self.steps, 1)
 
+    def start_up_seconds(self) -> float:
+        return max(0.0, self.start - self.begin - self.skip * self.seconds_per_step())
 
-def _seconds_per_step(config: TrainConfig, prepared: train.Prepared, work: Path) -> float:
-    """Calibrate on 40 steps, so the LR schedule can span the whole budget."""
+
+def _step_time(config: TrainConfig, prepared: train.Prepared, work: Path) -> tuple[float, float]:
+    """Calibrate on 40 steps, so the LR schedule can span the whole budget: (seconds per
+    step, one-off start-up seconds)."""
     probe = config.model_copy(update={"max_steps": 40, "warmup_steps": 0})
     clock = StepClock()
     train.build_trainer(probe, prepared, work / "calibrate", callbacks=[clock]).train()
-    return clock.seconds_per_step()
+    return clock.seconds_per_step(), clock.start_up_seconds()
 
 
 def _train_for(config: TrainConfig, budget_s: float, work: Path, max_steps: int = 0):
@@ -70,7 +78,11 @@ def _train_for(config: TrainConfig, budget_s: float, work: Path, max_steps: int 
     if max_steps:
         steps, callbacks = max_steps, []
     else:
-        steps = max(50, int(budget_s / _seconds_per_step(config, train.prepare(config), work)))
+        per_step, start_up = _step_time(config, train.prepare(config), work)
+        steps = max(50, int((budget_s - start_up) / per_step))
+        print(
+            f"calibrated: {per_step * 1000:.0f} ms/step, {start_up:.0f} s start-up -> {steps} steps"
+        )
         callbacks = [TimeBudget(budget_s)]
     config = config.model_copy(update={"max_steps": steps, "warmup_steps": min(100, steps // 10)})
     prepared = train.prepare(config)  # fresh weights: calibration trained the first copy
@@ -103,6 +115,8 @@ def main() -> None:
     parser.add_argument("--target", default="both")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--torch-compile", action="store_true", help="torch.compile the model")
     parser.add_argument(
         "--augment-copies",
         type=int,
@@ -111,6 +125,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--augment-keep", type=float, default=TrainConfig.model_fields["augment_keep"].default
+    )
+    parser.add_argument(
+        "--shift-copies",
+        type=int,
+        default=TrainConfig.model_fields["shift_copies"].default,
+        help="variants per training row with the whole scan louder (linklm.augment)",
     )
     parser.add_argument("--data-dir", type=Path, help="reuse a dataset folder")
     parser.add_argument("--max-steps", type=int, default=0, help="fixed steps, no time budget")
@@ -150,9 +170,12 @@ def main() -> None:
         max_rows=args.train_rows,
         augment_copies=args.augment_copies,
         augment_keep=args.augment_keep,
+        shift_copies=args.shift_copies,
         eval_rows=0,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        torch_compile=args.torch_compile,
         channel_weight=args.channel_weight,
         throughput_weight=args.throughput_weight,
         save_steps=10**9,
@@ -187,7 +210,7 @@ def main() -> None:
         (f"stage 1: channel alone for {stage_s:.0f} s; stage 2: " if stage_s > 0 else "")
         + f"trained {trainer.state.global_step} steps in {seconds:.0f} s ({tokens / seconds:,.0f} tokens/s), "
         f"{len(prepared.train_set)} train examples ({args.train_rows} rows, "
-        f"{args.augment_copies} augmented copies each), target {args.target}, weights channel {args.channel_weight} "
+        f"{args.augment_copies} + {args.shift_copies} augmented copies each), target {args.target}, weights channel {args.channel_weight} "
         f"throughput {args.throughput_weight}; {len(test)} test rows"
     )
     print(

@@ -140,6 +140,12 @@ class TrainConfig(BaseModel):
     augment_keep: float = Field(
         0.5, ge=0, le=1, description="Chance that a variant keeps each losing channel."
     )
+    shift_copies: int = Field(
+        0,
+        ge=0,
+        description="Extra variants of each training row with a louder scan (same channel).",
+    )
+    shift_max_db: float = Field(5.0, gt=0, description="Largest scan shift of those variants.")
     eval_rows: int = Field(500, ge=0, description="Validation rows for the val loss.")
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="Overrides epochs when > 0.")
@@ -160,6 +166,11 @@ class TrainConfig(BaseModel):
     bf16: bool = False
     fp16: bool = False
     gradient_checkpointing: bool = False
+    torch_compile: bool = Field(
+        False,
+        description="Compile the model with torch.compile: faster steps after a compile of "
+        "about a minute on CPU, so it pays off on long runs only.",
+    )
     save_steps: int = Field(200, gt=0)
     save_total_limit: int = Field(2, gt=0)
     eval_steps: int = Field(200, gt=0)

@@ -92,16 +92,55 @@ def _per_km_by_replace(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.nda
     )
 
 
+def excess_loss_from(
+    weather_db_per_km: np.ndarray,
+    density_db_per_km: np.ndarray,
+    obstruction_db: np.ndarray,
+    distance_m: np.ndarray,
+    fresnel_clear_pct: np.ndarray,
+) -> np.ndarray:
+    """Weather, clutter, Fresnel and obstruction loss per row, from the category tables'
+    values per row (the generator indexes the tables itself, a frame reads its columns)."""
+    d_km = distance_m / 1000.0
+    return (
+        weather_db_per_km * d_km
+        + density_db_per_km * d_km
+        + fresnel_loss_db(fresnel_clear_pct)
+        + obstruction_db
+    )
+
+
 def excess_loss_db(df: pl.DataFrame) -> np.ndarray:
     """Weather, clutter, Fresnel and obstruction loss per row (everything but FSPL)."""
     weather, density, obstruction = _per_km_by_code(df) or _per_km_by_replace(df)
-    d_km = df["link_distance_m"].to_numpy() / 1000.0
-    return (
-        weather * d_km
-        + density * d_km
-        + fresnel_loss_db(df["fresnel_clear_pct"].to_numpy())
-        + obstruction
+    return excess_loss_from(
+        weather,
+        density,
+        obstruction,
+        df["link_distance_m"].to_numpy(),
+        df["fresnel_clear_pct"].to_numpy(),
     )
+
+
+@dataclass(frozen=True)
+class LinkInputs:
+    """What the labels depend on besides the scan, one value per row."""
+
+    distance_m: np.ndarray
+    tx_power_dbm: np.ndarray
+    noise_floor_dbm: np.ndarray
+    bandwidth_mhz: np.ndarray
+    excess_loss_db: np.ndarray
+
+    @classmethod
+    def of(cls, df: pl.DataFrame) -> LinkInputs:
+        return cls(
+            distance_m=df["link_distance_m"].to_numpy(),
+            tx_power_dbm=df["tx_power_dbm"].to_numpy(),
+            noise_floor_dbm=df["noise_floor_dbm"].to_numpy(),
+            bandwidth_mhz=df["channel_bandwidth_mhz"].to_numpy(),
+            excess_loss_db=excess_loss_db(df),
+        )
 
 
 @dataclass(frozen=True)
@@ -129,23 +168,41 @@ def channel_scores(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(channels, scan, counts, snr, score) over the flattened (row, channel) pairs."""
     channels, scan, counts = flat or flat_scan(df)
+    snr, score = scores_from(LinkInputs.of(df), channels, scan, counts)
+    return channels, scan, counts, snr, score
+
+
+def scores_from(
+    link: LinkInputs,
+    channels: np.ndarray,
+    scan: np.ndarray,
+    counts: np.ndarray,
+    frequency_db: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(snr, score) per flattened (row, channel) pair.
+
+    ``frequency_db`` is ``20 log10(channel)`` per pair, for a caller that has it cheaper
+    than a logarithm per pair (the generator looks it up by grid index: the same values,
+    bit for bit, as the log below).
+    """
     if np.any(counts == 0):
         raise ValueError("every row needs at least one available channel")
-    distance = df["link_distance_m"].to_numpy()
-    tx = df["tx_power_dbm"].to_numpy()
-    floor = df["noise_floor_dbm"].to_numpy()
-    loss = excess_loss_db(df)
     # FSPL splits into a per-row distance term and a per-channel frequency term.
-    per_row = tx + schema.ANTENNA_GAINS_DB - loss - fspl_db(distance, 1.0)
+    per_row = (
+        link.tx_power_dbm
+        + schema.ANTENNA_GAINS_DB
+        - link.excess_loss_db
+        - fspl_db(link.distance_m, 1.0)
+    )
     # The same operations, in the same order, as rssi = per_row - 20 log10(f),
     # snr = rssi - scan, score = snr - 0.25 * (scan - floor), with fewer temporaries.
-    snr = 20.0 * np.log10(channels)
-    np.subtract(np.repeat(per_row, counts), snr, out=snr)
+    snr = np.repeat(per_row, counts)
+    snr -= 20.0 * np.log10(channels) if frequency_db is None else frequency_db
     snr -= scan
-    score = np.subtract(scan, np.repeat(floor, counts))
+    score = np.subtract(scan, np.repeat(link.noise_floor_dbm, counts))
     score *= 0.25
     np.subtract(snr, score, out=score)
-    return channels, scan, counts, snr, score
+    return snr, score
 
 
 def _first_best_plain(score: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,7 +243,20 @@ def oracle_labels(
     With ``labelled_channel`` it also returns that channel's score, so a validator can accept
     a label whose score ties the best within float noise.
     """
-    channels, scan, counts, snr, score = channel_scores(df, flat)
+    channels, scan, counts = flat or flat_scan(df)
+    return labels_from(LinkInputs.of(df), channels, scan, counts, labelled_channel)
+
+
+def labels_from(
+    link: LinkInputs,
+    channels: np.ndarray,
+    scan: np.ndarray,
+    counts: np.ndarray,
+    labelled_channel: np.ndarray | None = None,
+    frequency_db: np.ndarray | None = None,
+) -> Labels:
+    """``oracle_labels`` on arrays: the generator labels its draws before any frame exists."""
+    snr, score = scores_from(link, channels, scan, counts, frequency_db)
     best_score, first_best = _first_best(score, counts)
 
     labelled_score = None
@@ -196,11 +266,10 @@ def oracle_labels(
         labelled_score = np.full(len(counts), -np.inf)
         np.maximum.at(labelled_score, row_of[match], score[match])
 
-    bandwidth = df["channel_bandwidth_mhz"].to_numpy().astype(np.float64)
     snr_best = snr[first_best]
     return Labels(
         recommended_channel_mhz=channels[first_best].astype(np.int64),
-        expected_throughput_mbps=throughput_mbps(bandwidth, snr_best),
+        expected_throughput_mbps=throughput_mbps(link.bandwidth_mhz.astype(np.float64), snr_best),
         rssi_dbm=snr_best + scan[first_best],
         snr_db=snr_best,
         best_score=best_score,

@@ -139,6 +139,13 @@ def cell_columns() -> CellColumns:
     )
 
 
+@cache
+def channel_grid() -> tuple[np.ndarray, np.ndarray]:
+    """The channel grid and its FSPL frequency term ``20 log10(f)``, looked up per pair."""
+    grid = np.array(schema.CHANNEL_GRID_MHZ, dtype=np.int64)
+    return grid, 20.0 * np.log10(grid.astype(np.float64))
+
+
 def _uniform_by_group(rng, lo_hi: dict, env_density: np.ndarray) -> np.ndarray:
     """U(lo, hi) per row from its (environment, density) group: ``rng.uniform(lo, hi)``'s
     arithmetic, without its slower per-element broadcasting."""
@@ -178,25 +185,55 @@ def _random_subsets(rng: np.random.Generator, counts: np.ndarray, size: int) -> 
         rows, block = rows[redo], block[redo]
 
 
-def _strings(values: tuple[str, ...], index: np.ndarray) -> pl.Series:
-    return pl.Series(values, dtype=pl.String).gather(index)
-
-
 def _arrow_array(values: np.ndarray) -> pa.Array:
     """A zero-copy Arrow view of a flat numpy array. Built from its buffer because
     ``pa.array`` checks for pandas types and so imports pandas, 0.4 s of a cold start."""
     values = np.ascontiguousarray(values)
+    if values.dtype == np.bool_:  # Arrow packs booleans into bits
+        bits = np.packbits(values, bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
     return pa.Array.from_buffers(
         pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)]
     )
 
 
-def _list_series(offsets: np.ndarray, values: np.ndarray) -> pl.Series:
-    return pl.Series(pa.ListArray.from_arrays(_arrow_array(offsets), _arrow_array(values)))
+def _list_array(offsets: np.ndarray, values: np.ndarray) -> pa.Array:
+    return pa.LargeListArray.from_arrays(_arrow_array(offsets), _arrow_array(values))
+
+
+@cache
+def _category_array(values: tuple[str, ...]) -> pa.Array:
+    """The category strings as an Arrow array, from buffers (``pa.array`` imports pandas)."""
+    encoded = [v.encode() for v in values]
+    offsets = np.cumsum([0] + [len(e) for e in encoded], dtype=np.int64)
+    data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    return pa.LargeStringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def _strings(values: tuple[str, ...], index: np.ndarray) -> pa.Array:
+    return _category_array(values).take(_arrow_array(index))
+
+
+@cache
+def loss_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Loss per category, indexed like the draws: weather (dB/km) by ``schema.WEATHERS``,
+    clutter (dB/km) by ``schema.ENV_DENSITY``, obstruction (dB) by ``OBSTRUCTION_TYPES``."""
+    return (
+        np.array([schema.WEATHER_LOSS_DB_PER_KM[w] for w in schema.WEATHERS]),
+        np.array([schema.DENSITY_LOSS_DB_PER_KM[k] for k in schema.ENV_DENSITY]),
+        np.array([schema.OBSTRUCTION_LOSS_DB[o] for o in schema.OBSTRUCTION_TYPES]),
+    )
 
 
 def generate_chunk(config: GenerationConfig, plan: ChunkPlan) -> pl.DataFrame:
     """Draw, label and round one chunk of rows, in DATA_SPEC.md column order."""
+    return pl.from_arrow(generate_table(config, plan))
+
+
+def generate_table(config: GenerationConfig, plan: ChunkPlan) -> pa.Table:
+    """``generate_chunk`` as the Arrow table the chunk file is written from: numpy arrays
+    wrapped without copies, no frame operations (each one a hand-off to polars' thread
+    pool, which two chunk workers on two cores wait on)."""
     rng = chunk_rng(config.seed, plan.index)
     n = plan.n_rows
     cell = _draw_cells(rng, plan, config)
@@ -233,9 +270,10 @@ def generate_chunk(config: GenerationConfig, plan: ChunkPlan) -> pl.DataFrame:
     obstruction = np.where(obstructed, rng.integers(0, len(schema.OBSTRUCTION_TYPES), size=n), 0)
 
     # Available channels: a random subset of the grid per row, ascending.
-    grid = np.array(schema.CHANNEL_GRID_MHZ, dtype=np.int64)
+    grid, grid_db = channel_grid()
     counts = rng.integers(schema.MIN_CHANNELS, schema.MAX_CHANNELS + 1, size=n)
-    channels = grid[_random_subsets(rng, counts, len(grid))]
+    grid_index = _random_subsets(rng, counts, len(grid))
+    channels = grid[grid_index]
     # scan = floor + offset + max(0, N(utilization / 100 * 8, 1.5)), one draw per channel
     level = rng.standard_normal(len(channels))
     level *= 1.5
@@ -243,40 +281,56 @@ def generate_chunk(config: GenerationConfig, plan: ChunkPlan) -> pl.DataFrame:
     np.maximum(level, 0.0, out=level)
     level += np.repeat(floor + schema.SCAN_FLOOR_OFFSET_DB, counts)
     scan = np.round(level, dec["spectral_scan_dbm"], out=level)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    coord_offsets = np.arange(0, 3 * n + 1, 3, dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    coord_offsets = np.arange(0, 3 * n + 1, 3, dtype=np.int64)
 
-    frame = pl.DataFrame(
-        [
-            pl.Series("scenario_id", np.arange(plan.first_id, plan.first_id + n, dtype=np.int64)),
-            _list_series(coord_offsets, a.ravel()).alias("device_a_coordinates"),
-            _list_series(coord_offsets, b.ravel()).alias("device_b_coordinates"),
-            pl.Series("link_distance_m", distance),
-            pl.Series("noise_dbm", noise),
-            pl.Series("noise_floor_dbm", floor),
-            pl.Series("tx_power_dbm", tx),
-            pl.Series("channel_bandwidth_mhz", bandwidth),
-            pl.Series("channel_utilization_pct", utilization),
-            _list_series(offsets, channels).alias("available_channels_mhz"),
-            _list_series(offsets, scan).alias("spectral_scan_dbm"),
-            pl.Series("fresnel_clear_pct", fresnel),
-            pl.Series("weather_temp_c", temp),
-            pl.Series("weather_humidity_pct", humidity),
-            _strings(schema.WEATHERS, cols.weather_index[cell]).alias("weather_condition"),
-            pl.Series("image_obstruction_detected", obstructed),
-            _strings(schema.OBSTRUCTION_TYPES, obstruction).alias("image_obstruction_type"),
-            _strings(schema.ENVIRONMENTS, cols.environment_index[cell]).alias("environment_type"),
-            _strings(schema.DENSITIES, cols.density_index[cell]).alias("area_density"),
-        ]
-    )
-    labels = physics.oracle_labels(frame, flat=(channels.astype(np.float64), scan, counts))
-    frame = frame.with_columns(
-        pl.Series("recommended_channel_mhz", labels.recommended_channel_mhz),
-        pl.Series(
-            "expected_throughput_mbps",
-            np.round(labels.expected_throughput_mbps, dec["expected_throughput_mbps"]),
+    weather_loss, density_loss, obstruction_loss = loss_tables()
+    weather = cols.weather_index[cell]
+    link = physics.LinkInputs(
+        distance_m=distance,
+        tx_power_dbm=tx,
+        noise_floor_dbm=floor,
+        bandwidth_mhz=bandwidth,
+        excess_loss_db=physics.excess_loss_from(
+            weather_loss[weather],
+            density_loss[env_dens],
+            obstruction_loss[obstruction],
+            distance,
+            fresnel,
         ),
-        pl.Series("rssi_dbm", np.round(labels.rssi_dbm, dec["rssi_dbm"])),
-        pl.Series("snr_db", np.round(labels.snr_db, dec["snr_db"])),
     )
-    return frame.select(schema.COLUMNS)
+    labels = physics.labels_from(
+        link, channels.astype(np.float64), scan, counts, frequency_db=grid_db[grid_index]
+    )
+    columns = {
+        "scenario_id": np.arange(plan.first_id, plan.first_id + n, dtype=np.int64),
+        "device_a_coordinates": _list_array(coord_offsets, a.ravel()),
+        "device_b_coordinates": _list_array(coord_offsets, b.ravel()),
+        "link_distance_m": distance,
+        "noise_dbm": noise,
+        "noise_floor_dbm": floor,
+        "rssi_dbm": np.round(labels.rssi_dbm, dec["rssi_dbm"]),
+        "snr_db": np.round(labels.snr_db, dec["snr_db"]),
+        "tx_power_dbm": tx,
+        "channel_bandwidth_mhz": bandwidth,
+        "channel_utilization_pct": utilization,
+        "available_channels_mhz": _list_array(offsets, channels),
+        "spectral_scan_dbm": _list_array(offsets, scan),
+        "fresnel_clear_pct": fresnel,
+        "weather_temp_c": temp,
+        "weather_humidity_pct": humidity,
+        "weather_condition": _strings(schema.WEATHERS, weather),
+        "image_obstruction_detected": obstructed,
+        "image_obstruction_type": _strings(schema.OBSTRUCTION_TYPES, obstruction),
+        "environment_type": _strings(schema.ENVIRONMENTS, cols.environment_index[cell]),
+        "area_density": _strings(schema.DENSITIES, cols.density_index[cell]),
+        "recommended_channel_mhz": labels.recommended_channel_mhz,
+        "expected_throughput_mbps": np.round(
+            labels.expected_throughput_mbps, dec["expected_throughput_mbps"]
+        ),
+    }
+    assert tuple(columns) == schema.COLUMNS
+    return pa.Table.from_arrays(
+        [c if isinstance(c, pa.Array) else _arrow_array(c) for c in columns.values()],
+        names=list(columns),
+    )

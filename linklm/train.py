@@ -267,6 +267,9 @@ def prepare(config: TrainConfig, token: str | None = None) -> Prepared:
     train_rows = examples.split_rows(config.data_dir, "train", config.max_rows, manifest)
     if train_rows.height == 0:
         raise TrainingError(f"{config.data_dir}: the train split is empty")
+    train_rows = augment.shift_scan_levels(
+        train_rows, config.shift_copies, seed=config.seed, max_shift_db=config.shift_max_db
+    )
     train_rows = augment.drop_losing_channels(
         train_rows, config.augment_copies, seed=config.seed, keep=config.augment_keep
     )
@@ -301,6 +304,7 @@ def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
         bf16=config.bf16,
         fp16=config.fp16,
         activation_checkpointing=config.gradient_checkpointing,
+        torch_compile=config.torch_compile,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         length_column_name="length",
         save_strategy="steps",

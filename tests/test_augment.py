@@ -46,3 +46,44 @@ def test_deterministic_in_the_seed_and_identity_without_copies(rows):
     assert augment.drop_losing_channels(rows, 0).equals(rows)
     with pytest.raises(ValueError, match="keep"):
         augment.drop_losing_channels(rows, 1, keep=1.5)
+
+
+def test_shifted_variants_keep_the_channel_and_re_derive_the_rest(rows):
+    out = augment.shift_scan_levels(rows, copies=2, seed=3, max_shift_db=5.0)
+    assert out.height == 3 * rows.height
+    assert out.head(rows.height).equals(rows)
+    variants = out.tail(2 * rows.height)
+    original = pl.concat([rows, rows])
+    assert variants["recommended_channel_mhz"].equals(original["recommended_channel_mhz"])
+    # one shift per variant, on the 0.1 dB grid, in (0, 5] dB, the same for every channel
+    shift = (
+        variants["spectral_scan_dbm"].explode() - original["spectral_scan_dbm"].explode()
+    ).to_numpy()
+    tenths = np.round(shift * 10)
+    assert np.allclose(shift * 10, tenths, atol=1e-6) and tenths.min() >= 1 and tenths.max() <= 50
+    per_row = (
+        pl.DataFrame(
+            {
+                "row": np.repeat(
+                    np.arange(variants.height), variants["spectral_scan_dbm"].list.len()
+                ),
+                "t": tenths,
+            }
+        )
+        .group_by("row")
+        .agg(pl.col("t").n_unique())
+    )
+    assert per_row["t"].max() == 1
+    labels = physics.oracle_labels(variants)
+    assert np.array_equal(
+        labels.recommended_channel_mhz, variants["recommended_channel_mhz"].to_numpy()
+    )
+    assert np.allclose(
+        np.round(labels.expected_throughput_mbps, 3), variants["expected_throughput_mbps"]
+    )
+    # a louder scan means a lower SNR, so the throughput never rises
+    assert (variants["snr_db"] < original["snr_db"]).all()
+    assert (variants["expected_throughput_mbps"] <= original["expected_throughput_mbps"]).all()
+    assert augment.shift_scan_levels(rows, 0).equals(rows)
+    with pytest.raises(ValueError, match="max_shift_db"):
+        augment.shift_scan_levels(rows, 1, max_shift_db=0)
