@@ -181,6 +181,27 @@ def test_augmented_copies_join_the_train_split_only(small_dataset, tmp_path):
     assert len(more.eval_set) == len(plain.eval_set) == 64
     first = more.train_set[0]["input_ids"]
     assert first == plain.train_set[0]["input_ids"]  # the original rows come first, unchanged
+    shifted = train.prepare(_config(small_dataset, tmp_path, max_rows=300, shift_copies=1))
+    assert len(shifted.train_set) == 600 and len(shifted.eval_set) == 64
+    assert shifted.train_set[0]["input_ids"] == first
+    assert shifted.train_set[300]["input_ids"] != first  # same row, louder scan tokens
+
+
+def test_compiled_training_learns_and_saves_a_plain_checkpoint(small_dataset, tmp_path):
+    summary = train.train(_config(small_dataset, tmp_path, torch_compile=True, eval_rows=0))
+    assert summary["final_train_loss"] < summary["first_train_loss"] - 0.5, summary
+    from safetensors import safe_open
+
+    model_dir = tmp_path / "run" / "model"
+    with safe_open(str(next(model_dir.glob("*.safetensors"))), "pt") as saved:
+        keys = list(saved.keys())
+    assert keys and not any("_orig_mod" in k for k in keys)  # the compile wrapper is not saved
+    reloaded = models.load(str(model_dir))
+    rows = examples.split_rows(small_dataset, "test", max_rows=2)
+    answers = model_answers.generate(
+        reloaded.model, reloaded.tokenizer, reloaded.prompt_format, rows
+    )
+    assert len(answers.raw) == 2 and all(answers.raw)
 
 
 def test_qlora_without_cuda_stops_at_once_with_what_it_needs(small_dataset, tmp_path):
