@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from linklm import physics, schema
+from linklm import physics
 
 _LISTS = ("available_channels_mhz", "spectral_scan_dbm")
 
@@ -76,21 +76,9 @@ def shift_scan_levels(
         ).alias("spectral_scan_dbm")
     )
     labels = physics.oracle_labels(variants)
-    if not np.array_equal(
-        labels.recommended_channel_mhz, variants["recommended_channel_mhz"].to_numpy()
-    ):  # cannot happen unless a shift breaks a tie through float rounding
-        keep = labels.recommended_channel_mhz == variants["recommended_channel_mhz"].to_numpy()
-        variants, labels = (
-            variants.filter(pl.Series(keep)),
-            physics.oracle_labels(variants.filter(pl.Series(keep))),
-        )
-    dec = schema.DECIMALS
-    variants = variants.with_columns(
-        pl.Series(
-            "expected_throughput_mbps",
-            np.round(labels.expected_throughput_mbps, dec["expected_throughput_mbps"]),
-        ),
-        pl.Series("rssi_dbm", np.round(labels.rssi_dbm, dec["rssi_dbm"])),
-        pl.Series("snr_db", np.round(labels.snr_db, dec["snr_db"])),
-    )
+    same = labels.recommended_channel_mhz == variants["recommended_channel_mhz"].to_numpy()
+    if not same.all():  # cannot happen unless a shift breaks a tie through float rounding
+        variants = variants.filter(pl.Series(same))
+        labels = physics.oracle_labels(variants)
+    variants = variants.with_columns(pl.Series(k, v) for k, v in labels.stored_columns().items())
     return pl.concat([rows, variants.select(rows.columns)], how="vertical_relaxed")

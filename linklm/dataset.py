@@ -101,10 +101,8 @@ PARQUET_OPTIONS = {
 }
 
 
-def write_chunk(table: pa.Table | pl.DataFrame, path: Path) -> None:
+def write_chunk(table: pa.Table, path: Path) -> None:
     """One chunk as Parquet, with pyarrow: it can dictionary-encode numeric columns."""
-    if isinstance(table, pl.DataFrame):
-        table = table.to_arrow()
     pq.write_table(table.cast(PARQUET_SCHEMA), path, **PARQUET_OPTIONS)
 
 

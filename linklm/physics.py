@@ -154,6 +154,18 @@ class Labels:
     best_score: np.ndarray
     labelled_score: np.ndarray | None = None
 
+    def stored_columns(self) -> dict[str, np.ndarray]:
+        """The four label columns as a dataset stores them, rounded per DATA_SPEC.md."""
+        dec = schema.DECIMALS
+        return {
+            "recommended_channel_mhz": self.recommended_channel_mhz,
+            "expected_throughput_mbps": np.round(
+                self.expected_throughput_mbps, dec["expected_throughput_mbps"]
+            ),
+            "rssi_dbm": np.round(self.rssi_dbm, dec["rssi_dbm"]),
+            "snr_db": np.round(self.snr_db, dec["snr_db"]),
+        }
+
 
 def flat_scan(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(channels, scan levels, per-row counts) with the scan flattened over rows."""

@@ -302,6 +302,7 @@ def generate_table(config: GenerationConfig, plan: ChunkPlan) -> pa.Table:
     labels = physics.labels_from(
         link, channels.astype(np.float64), scan, counts, frequency_db=grid_db[grid_index]
     )
+    stored = labels.stored_columns()
     columns = {
         "scenario_id": np.arange(plan.first_id, plan.first_id + n, dtype=np.int64),
         "device_a_coordinates": _list_array(coord_offsets, a.ravel()),
@@ -309,8 +310,8 @@ def generate_table(config: GenerationConfig, plan: ChunkPlan) -> pa.Table:
         "link_distance_m": distance,
         "noise_dbm": noise,
         "noise_floor_dbm": floor,
-        "rssi_dbm": np.round(labels.rssi_dbm, dec["rssi_dbm"]),
-        "snr_db": np.round(labels.snr_db, dec["snr_db"]),
+        "rssi_dbm": stored["rssi_dbm"],
+        "snr_db": stored["snr_db"],
         "tx_power_dbm": tx,
         "channel_bandwidth_mhz": bandwidth,
         "channel_utilization_pct": utilization,
@@ -324,10 +325,8 @@ def generate_table(config: GenerationConfig, plan: ChunkPlan) -> pa.Table:
         "image_obstruction_type": _strings(schema.OBSTRUCTION_TYPES, obstruction),
         "environment_type": _strings(schema.ENVIRONMENTS, cols.environment_index[cell]),
         "area_density": _strings(schema.DENSITIES, cols.density_index[cell]),
-        "recommended_channel_mhz": labels.recommended_channel_mhz,
-        "expected_throughput_mbps": np.round(
-            labels.expected_throughput_mbps, dec["expected_throughput_mbps"]
-        ),
+        "recommended_channel_mhz": stored["recommended_channel_mhz"],
+        "expected_throughput_mbps": stored["expected_throughput_mbps"],
     }
     assert tuple(columns) == schema.COLUMNS
     return pa.Table.from_arrays(
