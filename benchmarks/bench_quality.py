@@ -108,6 +108,11 @@ def _build_variant(pairs: list[str], folder: Path) -> Path:
     return models.build_default(folder, spec)
 
 
+def _ranked_top1(ranked: list) -> np.ndarray:
+    """The best-ranked channel of each row of ``answers.rank_channels``."""
+    return np.array([r[0][0] for r in ranked])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget-s", type=float, default=600)
@@ -212,7 +217,7 @@ def main() -> None:
     model, tok, fmt = trainer.model, prepared.tokenizer, prepared.prompt_format
     answers = model_answers.generate(model, tok, fmt, test)
     ranked = model_answers.rank_channels(model, tok, fmt, test)
-    top1 = np.array([r[0][0] for r in ranked])
+    top1 = _ranked_top1(ranked)
     top3 = np.array([t in [c for c, _ in r[:3]] for t, r in zip(truth_ch, ranked, strict=True)])
     tp = np.where(answers.valid, answers.throughput, baselines.mean_throughput(train_rows, test))
 
@@ -252,8 +257,7 @@ def main() -> None:
     # are being memorised (more data or regularisation would help), a narrow one that the
     # model has not learnt the rule yet (more steps or capacity would).
     seen = train_rows.head(args.test_rows)
-    seen_ranked = model_answers.rank_channels(model, tok, fmt, seen)
-    seen_top1 = np.array([r[0][0] for r in seen_ranked])
+    seen_top1 = _ranked_top1(model_answers.rank_channels(model, tok, fmt, seen))
     seen_acc = np.mean(seen_top1 == seen["recommended_channel_mhz"].to_numpy())
     print(f"{'default model on training rows':<34}{'':>13}{seen_acc:>13.1%}")
     oracle_ch, oracle_tp = baselines.oracle(test)
