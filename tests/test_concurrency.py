@@ -20,8 +20,8 @@ FROZEN = {"data_dir": "frozen", "dataset_sha256": "a" * 64, "rows": 100, "genera
 
 def test_two_data_flows_on_one_folder_one_builds_the_other_is_refused(tmp_path):
     out = tmp_path / "shared"
-    gen = GenerationConfig(n_rows=60_000, chunk_size=1000, seed=4)
-    args = ["--out-dir", str(out), "--n-rows", "60000", "--chunk-size", "1000", "--seed", "4"]
+    gen = GenerationConfig(n_rows=30_000, chunk_size=500, seed=4)
+    args = ["--out-dir", str(out), "--n-rows", "30000", "--chunk-size", "500", "--seed", "4"]
     procs = []
     for i in range(2):  # started together: both reach the folder within Prefect's start-up
         env = dict(os.environ, PREFECT_HOME=str(tmp_path / f"home-{i}"))

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,27 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = GenerationConfig(n_rows=2400, chunk_size=600, seed=5)
 
 
-def _task_states(flow_run_id) -> dict[str, str]:
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
+def _task_states(flow_run_id, timeout_s: float = 30.0) -> dict[str, str]:
+    """Task run states of one flow run, once the server has recorded all of them.
+
+    Task runs and their states reach the server as events, after the flow has returned;
+    on a slow machine a run can still have no state then (CI saw `state=None`).
+    """
+    deadline = time.monotonic() + timeout_s
+    seen = -1
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+        settled = all(run.state is not None and run.state.is_final() for run in runs)
+        if settled and len(runs) == seen:  # and no run appeared since the last look
+            break
+        seen = len(runs)
+        if time.monotonic() > deadline:
+            pending = sorted(run.name for run in runs if run.state is None)
+            raise AssertionError(f"task runs without a final state after {timeout_s} s: {pending}")
+        time.sleep(0.2)
     return {
         run.name.rsplit("-", 1)[0] + f"#{i}": run.state.name
         for i, run in enumerate(sorted(runs, key=lambda r: r.name))
@@ -32,7 +49,8 @@ def _task_states(flow_run_id) -> dict[str, str]:
 
 def test_flow_builds_everything_and_publishes_artifacts(prefect_harness, tmp_path):
     config = DataFlowConfig(out_dir=tmp_path / "data", generation=SMALL, shard_rows=1000)
-    result = data_flow(config)
+    state = data_flow(config, return_state=True)
+    result = state.result()
     out = config.out_dir
     assert result["rows"] == 2400 and result["bad_rows"] == 0
     assert sum(result["splits"].values()) == 2400
@@ -47,11 +65,16 @@ def test_flow_builds_everything_and_publishes_artifacts(prefect_harness, tmp_pat
         assert (out / name).exists(), name
     assert atomic.stray_temp_files(out) == []
     with get_client(sync_client=True) as client:
-        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+        from prefect.client.schemas.filters import (
+            ArtifactFilter,
+            ArtifactFilterFlowRunId,
+            ArtifactFilterKey,
+        )
 
-        artifacts = client.read_artifacts(
+        artifacts = client.read_artifacts(  # this run's: other tests share the server
             artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=["data-validation", "data-manifest"])
+                key=ArtifactFilterKey(any_=["data-validation", "data-manifest"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
             )
         )
     kinds = {a.key: a for a in artifacts}

@@ -25,7 +25,7 @@ from linklm import atomic, train
 from linklm.config import DataFlowConfig, GenerationConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-GEN = GenerationConfig(n_rows=60_000, chunk_size=1000, seed=9)
+GEN = GenerationConfig(n_rows=30_000, chunk_size=500, seed=9)  # 60 chunks
 TRAIN_OPTIONS = dict(
     max_steps=60,
     batch_size=16,
@@ -71,7 +71,7 @@ def uninterrupted_data(tmp_path_factory, prefect_harness):
     return out
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_data_flow_killed_at_a_random_point_resumes_to_the_same_dataset(
     uninterrupted_data, prefect_harness, tmp_path, seed
 ):
@@ -87,7 +87,9 @@ def test_data_flow_killed_at_a_random_point_resumes_to_the_same_dataset(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest == json.loads((uninterrupted_data / "manifest.json").read_text())
     indices = [c["index"] for c in manifest["chunks"]]
-    assert indices == sorted(set(indices)) and sum(c["rows"] for c in manifest["chunks"]) == 60_000
+    assert (
+        indices == sorted(set(indices)) and sum(c["rows"] for c in manifest["chunks"]) == GEN.n_rows
+    )
     assert len(list((out / "chunks").glob("*.parquet"))) == len(indices) == 60
     assert atomic.stray_temp_files(out) == []
     for shard in (uninterrupted_data / "shards").glob("*.jsonl"):
@@ -108,7 +110,7 @@ def uninterrupted_run(small_dataset, tmp_path_factory):
     return train.train(config) | {"weights": out / "straight" / "model" / "model.safetensors"}
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_train_flow_killed_mid_epoch_resumes_to_the_same_weights(
     small_dataset, uninterrupted_run, prefect_harness, tmp_path, seed
 ):

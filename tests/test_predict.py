@@ -1,5 +1,6 @@
 """Predict, model cards and publish --dry-run on a tiny trained run (real transformers)."""
 
+import io
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from flows import predict as predict_cli
 from linklm import card, export, predict, publish, train
 from linklm.config import EvalConfig, TrainConfig
 
@@ -135,7 +137,7 @@ def _as_text(rows: pl.DataFrame) -> pl.DataFrame:
     return rows  # a typed frame (lists, scan aligned with channels) is accepted as well
 
 
-def test_cli_csv_jsonl_and_stdin(run_dir, seed_csv, tmp_path):
+def test_cli_csv_jsonl_and_stdin(run_dir, seed_csv, tmp_path, monkeypatch, capsys):
     out = tmp_path / "answers.csv"
     done = subprocess.run(
         [
@@ -178,15 +180,10 @@ def test_cli_csv_jsonl_and_stdin(run_dir, seed_csv, tmp_path):
     answer = json.loads(stdin.stdout.strip().splitlines()[-1])
     assert answer["scenario_id"] == 1 and "recommended_channel_mhz" in answer
     assert stdin.returncode == (0 if answer["valid"] else 1)
-    bad = dict(one, tx_power_dbm="loud")
-    refused = subprocess.run(
-        [sys.executable, "-m", "flows.predict", "--model", str(run_dir), "--input", "-"],
-        input=json.dumps(bad),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert refused.returncode == 1 and "tx_power_dbm" in refused.stderr
+    bad = dict(one, tx_power_dbm="loud")  # in-process: the same main() as the CLI above
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(json.dumps(bad).encode())))
+    code = predict_cli.main(["--model", str(run_dir), "--input", "-"])
+    assert code == 1 and "tx_power_dbm" in capsys.readouterr().err
     from_jsonl = predict.Predictor(str(run_dir)).predict_source(str(jsonl))
     assert from_jsonl.rows.height == 2
 

@@ -403,7 +403,11 @@ def test_colab_secrets_cell_prints_names_never_values(monkeypatch, capfd):
     ):
         monkeypatch.setitem(sys.modules, name, module)
     for name in (*values, "LINKLM_PROJECT_DIR"):
-        monkeypatch.delenv(name, raising=False)  # restored after the test
+        # setenv first so that monkeypatch records the old state, unset included, and the
+        # cell's exports are undone after the test (a bare delenv of an unset name records
+        # nothing: PREFECT_API_URL then leaked into later tests of the same process)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     exec(compile(cell, "colab_worker.ipynb", "exec"), {})
     assert os.environ["HF_TOKEN"] == HF_TOKEN  # the cell did read and export the secrets
     out, err = capfd.readouterr()
