@@ -124,7 +124,12 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0, help="training seed (weights, order)")
-    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.3,
+        help="AdamW weight decay (seed 1: 0 gave 87.5 %%, 0.1 89.4 %%, 0.3 92.8 %% greedy)",
+    )
     parser.add_argument(
         "--torch-compile",
         action=argparse.BooleanOptionalAction,

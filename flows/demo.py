@@ -62,6 +62,7 @@ def configs(config: DemoConfig) -> tuple[DataFlowConfig, TrainConfig, EvalConfig
         epochs=config.epochs or 1.0,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
         eval_rows=200,
         seed=config.seed,
         **intervals_for(steps),
