@@ -242,8 +242,9 @@ class DemoConfig(BaseModel):
     weight_decay: float = Field(
         0.3,
         ge=0,
-        description="AdamW weight decay; 0.3 lifted the default model's channel top-1 from "
-        "87.5 % to 92.8 % in bench_quality (seed 1), it memorises rows without it.",
+        description="AdamW weight decay against memorising rows; in bench_quality 0.3 took the "
+        "default model's channel top-1 from 87.5 % to 92.8 % (seed 1) and from 90.7 % to "
+        "88.9 % (seed 0).",
     )
     eval_rows: int = Field(1000, gt=0, description="Test rows the model and baselines answer.")
     epochs: float | None = Field(

@@ -13,9 +13,10 @@ if [ ! -x /usr/bin/chromium ]; then
     $sudo apt-get update -qq
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
-# Two pytest workers (one per core here): most tests wait on subprocesses, servers and
-# start-ups, so one worker leaves a core idle (690 s alone, 531 s with two, measured).
-# --dist loadfile keeps a module's fixtures (trained runs, datasets) in one worker.
+# Two pytest workers (one per core here, one torch thread each: tests/conftest.py): most
+# tests wait on subprocesses, servers and start-ups, so one worker leaves a core idle
+# (690 s alone, 249-284 s with two, measured). --dist loadfile keeps a module's fixtures
+# (trained runs, datasets) in one worker.
 workers="${LINKLM_TEST_WORKERS:-2}"
 rc=0
 .venv/bin/python -m pytest -q --timeout=900 -n "$workers" --dist loadfile "$@" || rc=$?

@@ -9,17 +9,16 @@ os.environ["PREFECT_HOME"] = str(_ROOT / "prefect")
 os.environ["HF_HOME"] = str(_ROOT / "hf")
 os.environ["HF_DATASETS_CACHE"] = str(_ROOT / "hf" / "datasets")
 os.environ["LINKLM_HOME"] = str(_ROOT / "linklm-home")
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    # One torch thread per pytest worker (subprocesses inherit it): two workers with two
-    # threads each on two cores made a 30 s training test take 132 s (threads spin-waiting).
-    os.environ["OMP_NUM_THREADS"] = "1"
-    os.environ["MKL_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-if os.environ.get("OMP_NUM_THREADS") == "1":
-    torch.set_num_threads(1)  # in case torch was imported before this file
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # One torch thread per pytest worker, and in the subprocesses it starts: two workers
+    # with two threads each on two cores made a 30 s training test take 132 s (spin-waits).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 import tasks  # noqa: E402,F401  (the project's Prefect and hub defaults)
 from linklm import dataset  # noqa: E402

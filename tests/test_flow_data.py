@@ -38,7 +38,7 @@ def _task_states(flow_run_id, timeout_s: float = 30.0) -> dict[str, str]:
             break
         seen = len(runs)
         if time.monotonic() > deadline:
-            pending = sorted(run.name for run in runs if run.state is None)
+            pending = sorted(r.name for r in runs if r.state is None or not r.state.is_final())
             raise AssertionError(f"task runs without a final state after {timeout_s} s: {pending}")
         time.sleep(0.2)
     return {
