@@ -30,10 +30,12 @@ class PromptFormat(BaseModel):
     template: str | None = None
     # numtok only: how many of the quietest scan pairs the prompt lists (None: every one).
     scan_channels: int | None = Field(default=None, ge=1)
+    # numtok only: levels relative to the quietest pair (``r`` tokens) instead of the floor.
+    relative_levels: bool = False
 
     def user_messages(self, df: pl.DataFrame) -> list[str]:
         if self.kind == "numtok-v1":
-            return numtok.render_prompts(df, self.scan_channels).to_list()
+            return numtok.render_prompts(df, self.scan_channels, self.relative_levels).to_list()
         return prompts.render_prompts(df, self.template, self.target).to_list()
 
     def answers(self, df: pl.DataFrame) -> list[str]:

@@ -78,6 +78,12 @@ class DefaultSpec:
     value_scale: float = 0.2
     # The prompt lists this many of the quietest scan pairs (0: all); see numtok.SCAN_CHANNELS.
     scan_channels: int = numtok.SCAN_CHANNELS
+    # 1: every scan pair but the quietest (the last) gives its level above the quietest
+    # (``r`` tokens) instead of above the floor. Measured at 3,000 steps, seeds 0 and 1: 96.3 %
+    # and 96.6 % channel accuracy, against 86.8 % with floor-relative levels (seed 1). A causal
+    # model reads the pairs loudest first, so a pair cannot see the quietest one after it;
+    # given its distance to the quietest, it can weigh itself where it stands.
+    relative_levels: int = 1
     seed: int = 0
 
 
@@ -131,7 +137,11 @@ def build_default(folder: Path, spec: DefaultSpec = DefaultSpec()) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    PromptFormat(kind="numtok-v1", scan_channels=spec.scan_channels or None).save(folder)
+    PromptFormat(
+        kind="numtok-v1",
+        scan_channels=spec.scan_channels or None,
+        relative_levels=bool(spec.relative_levels),
+    ).save(folder)
     return folder
 
 
@@ -153,7 +163,7 @@ def resolve(name_or_path: str) -> str:
     A local folder is checked whole (``check_folder``) so a damaged one fails here, in one
     line, before anything loads or writes."""
     if name_or_path == DEFAULT_MODEL:
-        folder = home() / "models" / "linklm-default-v4"
+        folder = home() / "models" / "linklm-default-v5"
         if not (folder / "config.json").exists():
             log.info("building the offline default model in %s", folder)
             _build_atomically(folder, build_default)

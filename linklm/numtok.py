@@ -5,13 +5,15 @@ Measured here (PITFALLS.md, "Making the task learnable"): a 1.1M-parameter model
 when digits were split into characters. So the offline default model reads a link as
 whitespace-separated tokens from fixed families:
 
-    Urban High Rain Tree b40 t239 f-995 d82 p82 scan ... c5600 l19 c5180 l12 c4940 l12
+    Urban High Rain Tree b40 t239 f-995 d82 p82 scan ... c5600 r7 c5180 r0 c4940 l12
 
 and answers ``c5115 q201``: the channel, then the throughput as one of 256 log-spaced bins.
 Only the inputs the physics of DATA_SPEC.md uses are shown (coordinates, noise, weather
 temperature and humidity, utilisation do not enter a label). Scan levels are tenths of a dB
-above the link's noise floor; the dataset stores both to 0.1 dB, so nothing is rounded away.
-The default model's prompt keeps only the quietest pairs of the scan (``SCAN_CHANNELS``).
+above the link's noise floor (``l``); the dataset stores both to 0.1 dB, so nothing is
+rounded away. The default model's prompt keeps only the quietest pairs of the scan
+(``SCAN_CHANNELS``) and gives every pair but the quietest its level above the quietest
+(``r``, ``PromptFormat.relative_levels``): see ``models.DefaultSpec`` for what that changed.
 """
 
 from __future__ import annotations
@@ -58,11 +60,13 @@ def vocabulary() -> list[str]:
     words += [f"d{i}" for i in range(DIST_MAX + 1)]
     words += [f"p{i}" for i in range(101)]
     words += [f"q{i}" for i in range(THROUGHPUT_BINS)]
+    words += [f"r{i}" for i in range(LEVEL_MAX + 1)]
     return words
 
 
-# Token prefixes of the number families: channel, level, tx, floor, distance, Fresnel, bin.
-NUMBER_FAMILIES = ("c", "l", "t", "f", "d", "p", "q")
+# Token prefixes of the number families: channel, level, tx, floor, distance, Fresnel,
+# throughput bin, level above the quietest.
+NUMBER_FAMILIES = ("c", "l", "t", "f", "d", "p", "q", "r")
 _NUMBER = re.compile(rf"^([{''.join(NUMBER_FAMILIES)}])(-?\d+)$")
 
 
@@ -94,11 +98,31 @@ def _tenths(expr: pl.Expr) -> pl.Expr:
 
 
 def _pairs(scan_channels: int | None) -> pl.Expr:
-    pairs = pl.format("c{} l{}", "available_channels_mhz", "_level")
+    pairs = pl.format("c{} {}", "available_channels_mhz", "_level_token")
     return pairs.tail(scan_channels) if scan_channels else pairs
 
 
-def render_prompts(df: pl.DataFrame, scan_channels: int | None = None) -> pl.Series:
+def _level_tokens(relative: bool) -> pl.Expr:
+    """``l<tenths above the floor>`` for every pair, or with ``relative`` ``r<tenths above
+    the quietest channel>`` for every pair but the quietest (the last), which keeps its ``l``.
+
+    Why relative: the pairs come loudest first, so in a causal model no pair can attend to
+    the quietest one, which comes last; with its distance to the quietest in its own token a
+    pair can weigh "this much louder" against "this much lower in frequency" where it
+    stands, and the answer only has to pick the best of those verdicts. The throughput still
+    has the quietest pair's level above the floor to start from.
+    """
+    absolute = pl.format("l{}", "_level")
+    if not relative:
+        return absolute
+    last = pl.int_range(pl.len()).over("_row") == pl.len().over("_row") - 1
+    above = pl.col("_level") - pl.col("_level").min().over("_row")
+    return pl.when(last).then(absolute).otherwise(pl.format("r{}", above))
+
+
+def render_prompts(
+    df: pl.DataFrame, scan_channels: int | None = None, relative_levels: bool = False
+) -> pl.Series:
     """The user message of every row as number tokens (vectorised).
 
     Values are self-describing tokens (``t239`` is a tx power, ``f-995`` a noise floor), so
@@ -140,6 +164,7 @@ def render_prompts(df: pl.DataFrame, scan_channels: int | None = None) -> pl.Ser
             .alias("_level")
         )
         .sort("_row", "_level", "available_channels_mhz", descending=[False, True, True])
+        .with_columns(_level_tokens(relative_levels).alias("_level_token"))
         .group_by("_row", maintain_order=True)
         .agg(_pairs(scan_channels).str.join(" ").alias("scan"))
     )["scan"]

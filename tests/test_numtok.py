@@ -5,6 +5,7 @@ import polars as pl
 import pytest
 
 from linklm import dataset, numtok
+from linklm.formats import PromptFormat
 from linklm.prompts import AnswerError
 
 
@@ -42,6 +43,31 @@ def test_scan_channels_keeps_the_quietest_pairs_in_the_same_order(rows):
         head, pairs = whole.split(" scan ")
         assert cut == head + " scan " + " ".join(pairs.split()[-2 * min(n, 12) :])
     assert numtok.render_prompts(rows.head(5), scan_channels=None).equals(full.head(5))
+
+
+@pytest.mark.parametrize("scan_channels", [None, 8])
+def test_relative_levels_are_the_absolute_ones_less_the_quietest(rows, scan_channels):
+    absolute = numtok.render_prompts(rows.head(50), scan_channels)
+    relative = numtok.render_prompts(rows.head(50), scan_channels, relative_levels=True)
+    vocab = set(numtok.vocabulary())
+    for whole, rel in zip(absolute, relative, strict=True):
+        head, pairs = whole.split(" scan ")
+        rel_head, rel_pairs = rel.split(" scan ")
+        assert rel_head == head and set(rel.split()) <= vocab
+        levels = [int(t[1:]) for t in pairs.split()[1::2]]
+        tokens = rel_pairs.split()
+        assert tokens[::2] == pairs.split()[::2]  # the same channels in the same order
+        assert tokens[-1] == f"l{levels[-1]}"  # the quietest keeps its level above the floor
+        assert tokens[1:-1:2] == [f"r{lvl - levels[-1]}" for lvl in levels[:-1]]
+
+
+def test_a_model_saved_before_relative_levels_still_reads_levels_above_the_floor(rows, tmp_path):
+    (tmp_path / "linklm_prompt.json").write_text(
+        '{"kind": "numtok-v1", "target": "both", "template": null, "scan_channels": 8}'
+    )
+    old = PromptFormat.load(tmp_path)
+    assert not old.relative_levels
+    assert old.user_messages(rows.head(5)) == numtok.render_prompts(rows.head(5), 8).to_list()
 
 
 def test_answers_decode_to_the_label_within_half_a_bin(rows):

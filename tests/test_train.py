@@ -39,11 +39,12 @@ def test_default_model_is_a_normal_checkpoint_with_number_tokens():
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert model.config.model_type == "gemma3_text"
     assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 3e6
-    for word in ("c5180", "l123", "t239", "f-995", "d82", "p82", "q201", "Urban"):
+    for word in ("c5180", "l123", "r15", "t239", "f-995", "d82", "p82", "q201", "Urban"):
         ids = tokenizer(word, add_special_tokens=False)["input_ids"]
         assert len(ids) == 1 and ids[0] != tokenizer.unk_token_id, word
     saved = PromptFormat.load(folder)
     assert saved.kind == "numtok-v1" and saved.scan_channels == numtok.SCAN_CHANNELS
+    assert saved.relative_levels  # levels above the quietest pair: see models.DefaultSpec
     assert len(tokenizer) == len(numtok.vocabulary())
 
 
