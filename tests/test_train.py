@@ -56,6 +56,7 @@ def test_number_token_embeddings_start_ordered_by_value():
     tokenizer = AutoTokenizer.from_pretrained(folder)
     for family in (
         [f"l{i}" for i in range(256)],
+        [f"r{i}" for i in range(256)],
         [f"c{c}" for c in range(4900, 6101, 5)],
         [f"f{i}" for i in range(-1150, -819)],
     ):
