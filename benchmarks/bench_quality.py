@@ -102,7 +102,13 @@ def _build_variant(pairs: list[str], folder: Path) -> Path:
         name, _, value = pair.partition("=")
         if name not in fields:
             raise SystemExit(f"--spec {pair}: no DefaultSpec field {name!r} ({', '.join(fields)})")
-        changes[name] = float(value) if "float" in str(fields[name]) else int(value)
+        kind = str(fields[name])
+        if "bool" in kind:
+            if value not in ("0", "1"):
+                raise SystemExit(f"--spec {pair}: {name} is 0 or 1")
+            changes[name] = value == "1"
+        else:
+            changes[name] = float(value) if "float" in kind else int(value)
     spec = dataclasses.replace(models.DefaultSpec(), **changes)
     print(f"model variant: {spec}")
     return models.build_default(folder, spec)
