@@ -17,7 +17,6 @@ and the physics oracle on the same rows. A benchmark, not a test: it takes minut
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import tempfile
 import time
@@ -94,22 +93,12 @@ def _train_for(config: TrainConfig, budget_s: float, work: Path, max_steps: int 
     return trainer, prepared
 
 
-def _build_variant(pairs: list[str], folder: Path) -> Path:
+def _build_variant(changes: list[str], folder: Path) -> Path:
     """The default model built from a DefaultSpec with the given fields changed."""
-    fields = {f.name: f.type for f in dataclasses.fields(models.DefaultSpec)}
-    changes = {}
-    for pair in pairs:
-        name, _, value = pair.partition("=")
-        if name not in fields:
-            raise SystemExit(f"--spec {pair}: no DefaultSpec field {name!r} ({', '.join(fields)})")
-        kind = str(fields[name])
-        if "bool" in kind:
-            if value not in ("0", "1"):
-                raise SystemExit(f"--spec {pair}: {name} is 0 or 1")
-            changes[name] = value == "1"
-        else:
-            changes[name] = float(value) if "float" in kind else int(value)
-    spec = dataclasses.replace(models.DefaultSpec(), **changes)
+    try:
+        spec = models.spec_with(changes)
+    except models.ModelError as error:
+        raise SystemExit(f"--spec {error}") from None
     print(f"model variant: {spec}")
     return models.build_default(folder, spec)
 

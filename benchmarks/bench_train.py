@@ -1,13 +1,18 @@
 """Training throughput: length-grouped dynamic batches against naive fixed-length padding.
 
-    python benchmarks/bench_train.py                 # 60 steps each, batch 32
+    python benchmarks/bench_train.py                 # 60 steps each, batch 32, 3 rounds
     python benchmarks/bench_train.py --steps 100 --mode lora
+    python benchmarks/bench_train.py --spec scan_channels=0   # the default model on the whole scan
 
 Both variants train the offline default model on the same rows with the same settings; the
 naive one samples rows at random and pads every batch to the longest row of the dataset,
 the platform's one groups rows of similar length and pads each batch to its own longest
 row. Each variant runs in its own process so its peak RSS is its own. Figures: real
 (non-padding) training tokens per second, the share of compute spent on padding, peak RSS.
+
+The default model's prompt (8 scan pairs, every number one token) has the same length in
+every row, so both variants pad nothing there; prompts of varying length are where grouping
+pays: the whole-scan variant (``--spec scan_channels=0``) or a text tokenizer (``--model``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from linklm import dataset, examples, train
+from linklm import dataset, examples, models, train
 from linklm.config import GenerationConfig, TrainConfig
 
 
@@ -62,12 +67,15 @@ class PaddingMeter:
         return batch
 
 
-def run_variant(variant: str, data_dir: Path, steps: int, batch: int, mode: str) -> dict:
+def run_variant(
+    variant: str, data_dir: Path, steps: int, batch: int, mode: str, model: str
+) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"bench-train-{variant}-"))
     config = TrainConfig(
         data_dir=data_dir,
         out_dir=work,
         run_name=variant,
+        model=model,
         mode=mode,
         max_steps=steps,
         batch_size=batch,
@@ -105,37 +113,49 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--mode", default="full")
+    parser.add_argument("--model", default="linklm-default", help="registered name or folder")
+    parser.add_argument(
+        "--spec", action="append", default=[], metavar="FIELD=VALUE", help="a default-model variant"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant")
     parser.add_argument("--child", choices=["grouped", "naive"])
     parser.add_argument("--data-dir", type=Path)
     args = parser.parse_args()
     if args.child:
         print(
             json.dumps(
-                run_variant(args.child, args.data_dir, args.steps, args.batch_size, args.mode)
+                run_variant(
+                    args.child, args.data_dir, args.steps, args.batch_size, args.mode, args.model
+                )
             )
         )
         return
     data_dir = Path(tempfile.mkdtemp(prefix="bench-train-data-")) / "data"
     dataset.build(data_dir, GenerationConfig(n_rows=25_000, chunk_size=5_000, seed=3))
-    results = {}
-    for variant in ("naive", "grouped"):
-        cmd = [
-            sys.executable,
-            __file__,
-            "--child",
-            variant,
-            "--data-dir",
-            str(data_dir),
-            "--steps",
-            str(args.steps),
-            "--batch-size",
-            str(args.batch_size),
-            "--mode",
-            args.mode,
-        ]
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"default model, mode {args.mode}, {args.steps} steps of batch {args.batch_size}")
+    model = args.model
+    if args.spec:
+        try:
+            spec = models.spec_with(args.spec)
+        except models.ModelError as error:
+            raise SystemExit(f"--spec {error}") from None
+        model = str(models.build_default(data_dir.parent / "variant", spec))
+    rounds: dict[str, list[dict]] = {"naive": [], "grouped": []}
+    for _ in range(args.rounds):  # interleaved, so a drift in the machine's speed hits both
+        for variant in rounds:
+            cmd = [sys.executable, __file__, "--child", variant, "--data-dir", str(data_dir)]
+            cmd += ["--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+            cmd += ["--mode", args.mode, "--model", model]
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            rounds[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    results = {  # the median round by tokens/s
+        variant: sorted(runs, key=lambda r: r["real_tokens_per_s"])[len(runs) // 2]
+        for variant, runs in rounds.items()
+    }
+    what = f"default model with {', '.join(args.spec)}" if args.spec else args.model
+    print(
+        f"{what}, mode {args.mode}, {args.steps} steps of batch {args.batch_size}, "
+        f"median of {args.rounds} rounds"
+    )
     print(f"{'batching':<44}{'real tokens/s':>14}{'padding':>9}{'seconds':>9}{'peak RSS MB':>13}")
     names = {
         "naive": "naive (random rows, pad to longest row)",
@@ -145,6 +165,9 @@ def main() -> None:
         print(
             f"{names[variant]:<44}{r['real_tokens_per_s']:>14,.0f}{r['padding_share']:>9.1%}{r['seconds']:>9.1f}{r['peak_rss_mb']:>13.0f}"
         )
+    for variant, runs in rounds.items():
+        spread = ", ".join(f"{r['real_tokens_per_s']:,.0f}" for r in runs)
+        print(f"{variant} rounds, real tokens/s: {spread}")
     ratio = results["grouped"]["real_tokens_per_s"] / results["naive"]["real_tokens_per_s"]
     print(f"length grouping: {ratio:.2f}x the real tokens/s of naive padding")
 

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
-from linklm import dataset, models
+from linklm import dataset, models, summaries
 from linklm.config import TrainConfig
 from linklm.train import check_qlora_possible, check_run_dir, run_dir_of, run_lock, saved_config
 from tasks import secrets
@@ -39,6 +39,7 @@ def _summary_markdown(summary: dict) -> str:
             f"{summary['first_train_loss']} -> {summary['final_train_loss']}",
         ),
         ("val loss", summary["final_eval_loss"]),
+        ("peak memory (MB)", summaries.peak_memory_text(summary.get("peak_memory_mb"))),
     ]
     return (
         "# Training run\n\n| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"

@@ -81,6 +81,7 @@ def _training_table(run: dict) -> str:
         ("seed", c["seed"]),
         ("train seconds", run["train_seconds"]),
         ("tokens/s", run["tokens_per_second"]),
+        ("peak memory (MB)", summaries.peak_memory_text(run.get("peak_memory_mb"))),
         (
             "loss first -> last (train)",
             f"{_loss(run['first_train_loss'])} -> {_loss(run['final_train_loss'])}",

@@ -9,9 +9,11 @@ block and never log it). Every checkpoint is loaded back through the Auto classe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +87,28 @@ class DefaultSpec:
     # given its distance to the quietest, it can weigh itself where it stands.
     relative_levels: bool = True
     seed: int = 0
+
+
+def spec_with(changes: Iterable[str], base: DefaultSpec = DefaultSpec()) -> DefaultSpec:
+    """A variant of the default model's spec from ``FIELD=VALUE`` strings (benchmarks' --spec):
+    ints and floats as written, a bool as 0 or 1."""
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(DefaultSpec)}
+    updates: dict[str, int | float | bool] = {}
+    for change in changes:
+        name, _, value = change.partition("=")
+        if name not in kinds:
+            raise ModelError(f"{change}: DefaultSpec has no field {name!r} ({', '.join(kinds)})")
+        try:
+            if "bool" in kinds[name]:
+                if value not in ("0", "1"):
+                    raise ValueError
+                updates[name] = value == "1"
+            else:
+                updates[name] = float(value) if "float" in kinds[name] else int(value)
+        except ValueError:
+            kind = "0 or 1" if "bool" in kinds[name] else kinds[name]
+            raise ModelError(f"{change}: {name} takes {kind}, not {value!r}") from None
+    return dataclasses.replace(base, **updates)
 
 
 def build_number_tokenizer() -> PreTrainedTokenizerFast:

@@ -21,6 +21,15 @@ def fmt(value, kind: str = "num") -> str:
     return str(value)
 
 
+def peak_memory_text(peak: dict | None) -> str:
+    """A training run's peak memory (run.json's ``peak_memory_mb``; older runs lack it)."""
+    peak = peak or {}
+    parts = [f"{peak['rss']:,.0f} resident"] if peak.get("rss") else []
+    if peak.get("gpu") is not None:
+        parts.append(f"{peak['gpu']:,.0f} GPU")
+    return ", ".join(parts) or "not measured"
+
+
 def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

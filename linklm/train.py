@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import resource
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 import linklm
 from linklm import atomic, augment, dataset, examples, models
@@ -167,6 +170,15 @@ class AnswerLossTrainer(Trainer):
             weight = weight * self.token_weights.to(ce.device)[target.clamp(min=0)]
         loss = (ce * weight).sum() / counted.sum().clamp(min=1)
         return (loss, outputs) if return_outputs else loss
+
+    def _get_train_sampler(self, train_dataset=None):
+        # Trainer hands the length-grouped sampler ``dataset["length"]``, which datasets 4
+        # returns as a lazy Column read one row at a time: 2.9 s per pass over 24k rows where
+        # a plain list takes 0.46 s. Same lengths, same order, so results do not change.
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler) and not isinstance(sampler.lengths, list):
+            sampler.lengths = sampler.lengths[:]
+        return sampler
 
 
 def token_weights(tokenizer, config: TrainConfig, kind: str = "numtok-v1") -> torch.Tensor | None:
@@ -369,6 +381,15 @@ def _git_version() -> str | None:
         return None
 
 
+def peak_memory_mb() -> dict[str, float | None]:
+    """Peak resident memory of this process so far and, on CUDA, the peak GPU memory torch
+    allocated since ``fit`` reset it: the figures that decide which mode fits a machine."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_mb = rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes there, KiB on Linux
+    gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"rss": round(rss_mb, 1), "gpu": round(gpu_mb, 1) if gpu_mb is not None else None}
+
+
 def versions() -> dict[str, str | None]:
     import datasets
     import peft
@@ -426,6 +447,7 @@ def save_run(
         "first_train_loss": train_losses[0] if train_losses else None,
         "final_train_loss": train_losses[-1] if train_losses else None,
         "final_eval_loss": eval_losses[-1] if eval_losses else None,
+        "peak_memory_mb": peak_memory_mb(),
         "versions": versions(),
     }
     atomic.write_json(run_dir / RUN_FILE, summary)
@@ -445,6 +467,8 @@ def fit(
     # the config as started, so a resume can continue with the same settings
     atomic.write_json(run_dir / CONFIG_FILE, config.model_dump(mode="json"))
     trainer = build_trainer(config, prepared, run_dir, callbacks)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finished = trainer.state.global_step >= trainer.state.max_steps  # a callback may stop it early

@@ -98,6 +98,8 @@ def test_each_cpu_mode_trains_and_its_loss_falls(small_dataset, tmp_path, mode):
         == json.loads((small_dataset / "manifest.json").read_text())["dataset_sha256"]
     )
     assert saved["config"]["mode"] == mode and saved["versions"]["transformers"]
+    assert saved["peak_memory_mb"]["rss"] > 100  # a process with torch loaded is far above
+    assert (saved["peak_memory_mb"]["gpu"] is None) == (not torch.cuda.is_available())
     assert train.saved_config(run) == saved["config"]  # what a --resume starts from
     from flows.cli import model_from_options
     from linklm.config import TrainConfig
@@ -288,3 +290,19 @@ def test_gemma_gguf_loads_and_tokenises_like_its_chat_template(small_dataset):
     ]
     full = loaded.tokenizer.apply_chat_template(conversation, tokenize=False).rstrip()
     assert data[0]["input_ids"] == loaded.tokenizer(full, add_special_tokens=False)["input_ids"]
+
+
+def test_length_grouped_sampler_gets_a_plain_list_and_the_same_order(small_dataset, tmp_path):
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    config = _config(small_dataset, tmp_path, eval_rows=0, max_rows=300)
+    prepared = train.prepare(config)
+    trainer = train.build_trainer(config, prepared, tmp_path / "run")
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler.lengths, list)  # not datasets' lazy Column, read row by row
+    assert sampler.lengths == list(prepared.train_set["length"])
+    orders = []
+    for lengths in (sampler.lengths, prepared.train_set["length"]):
+        torch.manual_seed(5)
+        orders.append(get_length_grouped_indices(lengths, config.batch_size))
+    assert orders[0] == orders[1]
