@@ -46,6 +46,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
         save_steps=10**9,
         logging_steps=max(1, args.steps // 10),
         bf16=args.bf16,
+        gradient_checkpointing=args.gradient_checkpointing,
         max_rows=args.max_rows,
     )
     try:
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--eval-rows", type=int, default=500)
     parser.add_argument("--max-rows", type=int, default=20_000)
     parser.add_argument("--bf16", action="store_true", help="mixed precision (GPU)")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--data-dir", type=Path, help="reuse a dataset folder")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -79,9 +81,11 @@ def main() -> None:
         for flag in ("model", "steps", "batch_size", "learning_rate", "eval_rows", "max_rows"):
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         cmd += ["--bf16"] if args.bf16 else []
+        cmd += ["--gradient-checkpointing"] if args.gradient_checkpointing else []
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
     precision = "bf16 mixed" if args.bf16 else "fp32"
+    precision += ", gradient checkpointing" if args.gradient_checkpointing else ""
     print(
         f"{args.model}, {args.steps} steps of batch {args.batch_size}, learning rate "
         f"{args.learning_rate}, {precision}, validation on {args.eval_rows} rows"
