@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -104,7 +103,7 @@ def run_variant(
         "seconds": seconds,
         "real_tokens_per_s": meter.real / seconds,
         "padding_share": 1 - meter.real / meter.total,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": train.peak_memory_mb()["rss"],
     }
 
 
