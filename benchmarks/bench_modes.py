@@ -22,9 +22,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import get_args
 
 from linklm import dataset, train
-from linklm.config import GenerationConfig, TrainConfig
+from linklm.config import GenerationConfig, Mode, TrainConfig
 from linklm.errors import LinkLMError
 
 
@@ -72,11 +73,17 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_mode(args, args.child)))
         return
+    modes = args.modes.split(",")
+    unknown = [m for m in modes if m not in get_args(Mode)]
+    if unknown:
+        parser.error(
+            f"--modes: unknown {', '.join(unknown)} (choose from {', '.join(get_args(Mode))})"
+        )
     if args.data_dir is None:
         args.data_dir = Path(tempfile.mkdtemp(prefix="bench-modes-data-")) / "data"
         dataset.build(args.data_dir, GenerationConfig(n_rows=25_000, chunk_size=5_000, seed=3))
     results = {}
-    for mode in args.modes.split(","):
+    for mode in modes:
         cmd = [sys.executable, __file__, "--child", mode, "--data-dir", str(args.data_dir)]
         for flag in ("model", "steps", "batch_size", "learning_rate", "eval_rows", "max_rows"):
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
