@@ -43,6 +43,15 @@ def publish_flow(
         loaded["parameters"],
     )
     result = {"folder": str(folder), "repo_id": repo_id, "dry_run": dry_run} | loaded
+    base = publish.local_base(folder)
+    if base:
+        merged = (Path(run_dir) / "model").is_dir()
+        result["warning"] = (
+            f"the adapter's base is the local folder {base}, which has no hub id: Hub users "
+            "cannot load it without that folder; "
+            + ("publish the merged weights (no --adapter)" if merged else "share that folder too")
+        )
+        logger.warning(result["warning"])
     if dry_run:
         return result
     url = t.push(folder, repo_id, private, secrets.hf_token())
@@ -80,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     result = publish_flow(
         args.run_dir, args.repo_id, args.private, args.dry_run, args.adapter, args.out_dir
     )
+    if "warning" in result:
+        print(f"warning: {result['warning']}", file=sys.stderr)
     verb = "would upload" if args.dry_run else f"uploaded to {result.get('url')}"
     print(
         f"{verb}: {result['folder']} ({', '.join(result['files'])}); loads back as {result['model_class']}"

@@ -52,7 +52,8 @@ def train_flow(config: TrainConfig = TrainConfig()) -> dict:  # noqa: B008 (UI f
     logger = get_run_logger()
     if config.run_name is None:
         config = config.model_copy(update={"run_name": run_dir_of(config).name})
-    prepared = t.prepare(config, secrets.hf_token())
+    token = secrets.hf_token()
+    prepared = t.prepare(config, token)
     logger.info(
         "training %s (%s) on %d rows", prepared.source, config.mode, len(prepared.train_set)
     )
@@ -67,7 +68,7 @@ def train_flow(config: TrainConfig = TrainConfig()) -> dict:  # noqa: B008 (UI f
                 "stopped_at_step": trainer.state.global_step,
                 "run_dir": str(run_dir_of(config)),
             }
-        summary = t.save(config, prepared, trainer, seconds)
+        summary = t.save(config, prepared, trainer, seconds, token)
     create_link_artifact(
         key="train-run",
         link=run_dir_of(config).resolve().as_uri(),

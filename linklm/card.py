@@ -35,7 +35,7 @@ def latest_metrics(run_dir: Path) -> dict | None:
     return json.loads(chosen[0].read_text()) if chosen else None
 
 
-def _base_model(run: dict) -> str | None:
+def hub_base_model(run: dict) -> str | None:
     """A hub id for the YAML header where the base has one (never a local path)."""
     name = run["config"]["model"]
     if name in HUB_BASES:
@@ -46,10 +46,10 @@ def _base_model(run: dict) -> str | None:
 
 def _yaml_header(run: dict) -> str:
     lines = ["---"]
-    base = _base_model(run)
+    base = hub_base_model(run)
     if base:
         lines.append(f"base_model: {base}")
-    adapter_only = run["config"]["mode"] == "qlora"
+    adapter_only = Path(run["model_dir"]).name == "adapter"  # QLoRA runs saved before QLoRA merged
     lines += [
         f"library_name: {'peft' if adapter_only else 'transformers'}",
         "license: apache-2.0",

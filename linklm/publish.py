@@ -1,7 +1,7 @@
 """Publish a run to the Hugging Face Hub: assemble the upload folder, check it, push it.
 
 The upload folder is exactly what the Hub receives: the weights (merged model, or the
-adapter for QLoRA / ``adapter=True``), the tokenizer, ``linklm_prompt.json``, the model
+adapter with ``adapter=True`` or for a run that has only that), the tokenizer, ``linklm_prompt.json``, the model
 card and the run's metrics. ``check_loads`` loads it back with the Auto classes before
 anything leaves the machine, so a dry run proves the push would be usable.
 """
@@ -17,6 +17,7 @@ from linklm.errors import LinkLMError
 from linklm.train import RUN_FILE, run_weights
 
 PUBLISH_DIR = "publish"
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 class PublishError(LinkLMError):
@@ -40,10 +41,13 @@ def assemble(run_dir: Path, out_dir: Path | None = None, adapter: bool = False) 
     source = weights_dir(run_dir, adapter)
     out_dir = Path(out_dir) if out_dir else run_dir / PUBLISH_DIR
     card.write_card(run_dir)  # fresh from the run's files
+    run = json.loads((run_dir / RUN_FILE).read_text())
     with atomic.atomic_dir(out_dir) as tmp:
         for item in source.iterdir():
             if item.is_file():
                 shutil.copy2(item, tmp / item.name)
+        if (tmp / ADAPTER_CONFIG).exists():
+            _name_hub_base(tmp / ADAPTER_CONFIG, card.hub_base_model(run))
         shutil.copy2(run_dir / card.CARD_FILE, tmp / card.CARD_FILE)
         shutil.copy2(run_dir / RUN_FILE, tmp / RUN_FILE)
         metrics = card.latest_metrics(run_dir)
@@ -52,16 +56,40 @@ def assemble(run_dir: Path, out_dir: Path | None = None, adapter: bool = False) 
     return out_dir
 
 
+def _name_hub_base(adapter_config: Path, hub_id: str | None) -> None:
+    """peft records the folder the adapter trained on as its base, a path that means nothing
+    on the Hub; where the base has a hub id, that is written in instead. (For
+    gemma-3-270m-gguf that is google/gemma-3-270m, whose Q4_K_M quantisation the adapter
+    trained on: close to the original weights, not equal.)"""
+    if hub_id:
+        settings = json.loads(adapter_config.read_text())
+        settings["base_model_name_or_path"] = hub_id
+        adapter_config.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def local_base(folder: Path) -> str | None:
+    """The local folder an adapter in ``folder`` needs as its base, or None (merged weights,
+    or a base with a hub id): a Hub user without that folder cannot load the adapter."""
+    path = Path(folder) / ADAPTER_CONFIG
+    if not path.exists():
+        return None
+    base = json.loads(path.read_text()).get("base_model_name_or_path") or ""
+    return base if Path(base).is_absolute() or Path(base).exists() else None
+
+
 def check_loads(folder: Path) -> dict:
     """Load the folder back as a user of the Hub would (Auto classes; peft for adapters)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    if (folder / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM
+    if (folder / ADAPTER_CONFIG).exists():
+        from peft import PeftModel
 
-        model = AutoPeftModelForCausalLM.from_pretrained(folder)
+        # onto the base it trained on (run.json), which is here even where the adapter now
+        # names the base's hub id and the hub is offline
+        base = json.loads((folder / RUN_FILE).read_text())["base_model"]
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), folder)
     else:
         model = AutoModelForCausalLM.from_pretrained(folder)
     return {

@@ -37,8 +37,10 @@ def fit(config: TrainConfig, prepared: train.Prepared):
 @task(
     name="save-run", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=1
 )
-def save(config: TrainConfig, prepared: train.Prepared, trainer, seconds: float) -> dict:
-    return train.save_run(config, prepared, trainer, train.run_dir_of(config), seconds)
+def save(
+    config: TrainConfig, prepared: train.Prepared, trainer, seconds: float, token: str | None
+) -> dict:
+    return train.save_run(config, prepared, trainer, train.run_dir_of(config), seconds, token)
 
 
 @task(name="dry-run", cache_policy=NO_CACHE, persist_result=False, log_prints=False)

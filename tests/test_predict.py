@@ -249,6 +249,40 @@ def test_publish_dry_run_folder_loads_back(run_dir, tmp_path):
         publish.push(folder, "me/x", True, None)
 
 
+def test_published_adapter_names_a_hub_base_or_says_it_needs_a_local_one(small_dataset, tmp_path):
+    import shutil
+
+    summary = train.train(
+        TrainConfig(
+            data_dir=small_dataset,
+            out_dir=tmp_path,
+            run_name="lora",
+            mode="lora",
+            max_steps=4,
+            eval_rows=0,
+            max_rows=200,
+        )
+    )
+    run_dir = Path(summary["run_dir"])
+    # the default model has no hub id: the adapter keeps its local base, and the flow warns
+    folder = publish.assemble(run_dir, tmp_path / "up", adapter=True)
+    assert publish.local_base(folder) == summary["base_model"]
+    assert publish.check_loads(folder)["model_class"] == "PeftModelForCausalLM"
+    # a base with a hub id is written into the adapter; the dry run still loads it offline,
+    # onto the local base it trained on
+    gguf_run = tmp_path / "gguf-lora"
+    shutil.copytree(run_dir, gguf_run)
+    record = json.loads((gguf_run / "run.json").read_text())
+    record["config"]["model"] = "gemma-3-270m-gguf"
+    (gguf_run / "run.json").write_text(json.dumps(record))
+    folder = publish.assemble(gguf_run, tmp_path / "up-gguf", adapter=True)
+    adapter_config = json.loads((folder / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == "google/gemma-3-270m"
+    assert publish.local_base(folder) is None
+    assert publish.check_loads(folder)["model_class"] == "PeftModelForCausalLM"
+    assert "base_model: google/gemma-3-270m" in (folder / "README.md").read_text()
+
+
 def test_predicts_the_split_of_a_dataset_folder(predictor, small_dataset, tmp_path):
     from linklm import examples
 

@@ -218,13 +218,17 @@ def test_qlora_without_cuda_stops_at_once_with_what_it_needs(small_dataset, tmp_
 def test_qlora_code_path_runs_on_cpu_with_the_cuda_check_lifted(
     small_dataset, tmp_path, monkeypatch
 ):
-    """The QLoRA path end to end (4-bit base, adapters, checkpoint, resume, adapter-only
-    save, reload, generate) on the CPU, so it is exercised where no GPU is. Only the plumbing:
-    bitsandbytes' CPU 4-bit gradients were measured wrong, which is why the real check
-    refuses the CPU; the losses here are not looked at."""
+    """The QLoRA path end to end (4-bit base, adapters, checkpoint, resume, adapter and
+    merged export, reload, generate) on the CPU, so it is exercised where no GPU is. Only the
+    plumbing: bitsandbytes' CPU 4-bit gradients were measured wrong, which is why the real
+    check refuses the CPU; the losses here are not looked at."""
+    from peft import PeftModel
+
     pytest.importorskip("bitsandbytes", reason="the dev extra installs it")
     monkeypatch.setattr(train, "check_qlora_possible", lambda: None)
-    config = _config(small_dataset, tmp_path, mode="qlora", max_steps=6, save_steps=3)
+    config = _config(
+        small_dataset, tmp_path, mode="qlora", max_steps=6, save_steps=3, learning_rate=1e-2
+    )
     prepared = train.prepare(config)
     layers = {type(m).__name__ for _, m in prepared.model.named_modules()}
     assert "Linear4bit" in layers and "LoraModel" in layers, layers
@@ -235,16 +239,28 @@ def test_qlora_code_path_runs_on_cpu_with_the_cuda_check_lifted(
     ).exists()
     summary = train.train(config.model_copy(update={"resume": True}))
     run = tmp_path / "run"
-    assert summary["steps"] == 6 and summary["model_dir"] == str(run / "adapter")
-    assert not (run / "model").exists()  # 4-bit weights do not merge
-    assert train.run_weights(run) == run / "adapter"
-    reloaded = models.load(str(run / "adapter"))
-    assert reloaded.prompt_format.kind == "numtok-v1"
-    rows = examples.split_rows(small_dataset, "test", max_rows=2)
-    answers = model_answers.generate(
-        reloaded.model, reloaded.tokenizer, reloaded.prompt_format, rows
-    )
-    assert len(answers.raw) == 2 and all(answers.raw)
+    assert summary["steps"] == 6 and summary["model_dir"] == str(run / "model")
+    assert train.run_weights(run) == run / "model"
+    assert train.run_weights(run, adapter=True) == run / "adapter"
+    # model/ is the adapter merged into the float32 base: a plain checkpoint, not 4-bit
+    merged = AutoModelForCausalLM.from_pretrained(run / "model")
+    assert not hasattr(merged.config, "quantization_config")
+    float_base = models.load(summary["base_model"]).model
+    ids = torch.tensor([[2, 4, 6, 10, 20, 30]])
+    with torch.no_grad():
+        base_logits = float_base(ids).logits
+        adapted = PeftModel.from_pretrained(float_base, run / "adapter")(ids).logits
+        merged_logits = merged(ids).logits
+    torch.testing.assert_close(merged_logits, adapted, atol=1e-4, rtol=1e-4)
+    assert (merged_logits - base_logits).abs().max() > 1e-3  # the adapter changed something
+    for folder in ("model", "adapter"):
+        reloaded = models.load(str(run / folder))
+        assert reloaded.prompt_format.kind == "numtok-v1"
+        rows = examples.split_rows(small_dataset, "test", max_rows=2)
+        answers = model_answers.generate(
+            reloaded.model, reloaded.tokenizer, reloaded.prompt_format, rows
+        )
+        assert len(answers.raw) == 2 and all(answers.raw)
 
 
 def test_missing_or_partial_checkpoint_is_named(small_dataset, tmp_path):
