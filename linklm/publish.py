@@ -1,8 +1,8 @@
 """Publish a run to the Hugging Face Hub: assemble the upload folder, check it, push it.
 
 The upload folder is exactly what the Hub receives: the weights (merged model, or the
-adapter with ``adapter=True`` or for a run that has only that), the tokenizer, ``linklm_prompt.json``, the model
-card and the run's metrics. ``check_loads`` loads it back with the Auto classes before
+adapter with ``adapter=True`` or for a run that has only that), the tokenizer,
+``linklm_prompt.json``, the model card and the run's metrics. ``check_loads`` loads it back with the Auto classes before
 anything leaves the machine, so a dry run proves the push would be usable.
 """
 
@@ -78,7 +78,8 @@ def local_base(folder: Path) -> str | None:
 
 
 def check_loads(folder: Path) -> dict:
-    """Load the folder back as a user of the Hub would (Auto classes; peft for adapters)."""
+    """Load the folder back as a user of the Hub would (Auto classes; an adapter with peft,
+    onto the local base it trained on)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(folder)

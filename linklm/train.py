@@ -407,9 +407,12 @@ def versions() -> dict[str, str | None]:
 
 
 def merged_into_float_base(source: str, adapter_dir: Path, token: str | None = None):
-    """A QLoRA adapter merged into its base loaded in float32, not into the 4-bit weights
-    (which re-quantises them): a plain checkpoint that loads anywhere without bitsandbytes.
-    It differs from the trained model (4-bit base plus adapter) by the base's quantisation
+    """A saved adapter merged into its base, loaded afresh in float32: a plain checkpoint.
+
+    The trained model is left alone (peft's in-place merge would leave the save task nothing
+    to save again on a retry). For QLoRA the base is float32, not the 4-bit weights (a merge
+    into them re-quantises them), so the export loads anywhere without bitsandbytes; it
+    differs from the trained model (4-bit base plus adapter) by the base's quantisation
     error. Measured once on the CPU (the QLoRA test's run, bitsandbytes 0.50): logits 0.062
     from the trained model's (mean absolute), a merge into the 4-bit weights 0.078, the
     adapter's own effect 0.35."""
@@ -428,7 +431,7 @@ def save_run(
     token: str | None = None,
 ) -> dict:
     """Model (merged for LoRA and QLoRA), adapter, tokenizer, prompt format, run.json and
-    history.json. ``token`` reloads a hub base for QLoRA's merge."""
+    history.json. ``token`` reloads a hub base for the merge."""
     model = trainer.model
     model_dir = run_dir / "model"
     with atomic.atomic_dir(model_dir) as tmp:
@@ -437,10 +440,7 @@ def save_run(
                 model.save_pretrained(adapter_tmp)
                 prepared.tokenizer.save_pretrained(adapter_tmp)
                 prepared.prompt_format.save(adapter_tmp)
-            if config.mode == "lora":
-                model = model.merge_and_unload()
-            else:
-                model = merged_into_float_base(prepared.source, run_dir / "adapter", token)
+            model = merged_into_float_base(prepared.source, run_dir / "adapter", token)
         model.save_pretrained(tmp)
         prepared.tokenizer.save_pretrained(tmp)
         prepared.prompt_format.save(tmp)

@@ -134,9 +134,19 @@ def test_each_cpu_mode_trains_and_its_loss_falls(small_dataset, tmp_path, mode):
 def test_lora_merged_weights_equal_the_adapter_model(small_dataset, tmp_path):
     from peft import AutoPeftModelForCausalLM
 
-    train.train(
-        _config(small_dataset, tmp_path, mode="lora", max_steps=6, eval_rows=0, learning_rate=1e-2)
+    config = _config(
+        small_dataset, tmp_path, mode="lora", max_steps=6, eval_rows=0, learning_rate=1e-2
     )
+    prepared = train.prepare(config)
+    trainer, seconds, _ = train.fit(config, prepared)
+    run = tmp_path / "run"
+    train.save_run(config, prepared, trainer, run, seconds)
+    first = {
+        f: (run / f).read_bytes()
+        for f in ("model/model.safetensors", "adapter/adapter_model.safetensors")
+    }
+    train.save_run(config, prepared, trainer, run, seconds)  # as the save task's retry would
+    assert {f: (run / f).read_bytes() for f in first} == first
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
     adapter = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "run" / "adapter")
     ids = torch.tensor([[2, 4, 6, 10, 20, 30]])
