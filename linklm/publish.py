@@ -2,8 +2,9 @@
 
 The upload folder is exactly what the Hub receives: the weights (merged model, or the
 adapter with ``adapter=True`` or for a run that has only that), the tokenizer,
-``linklm_prompt.json``, the model card and the run's metrics. ``check_loads`` loads it back with the Auto classes before
-anything leaves the machine, so a dry run proves the push would be usable.
+``linklm_prompt.json``, the model card and the run's metrics. ``check_loads`` loads it back
+with the Auto classes before anything leaves the machine, so a dry run proves the push
+would be usable.
 """
 
 from __future__ import annotations
