@@ -233,6 +233,23 @@ class Prepared:
     source: str
 
 
+def qlora_compute_dtype(config: TrainConfig, native_bf16: bool | None = None) -> torch.dtype:
+    """The dtype the 4-bit layers compute in: the run's precision flag, else the GPU's best.
+
+    ``--fp16`` and ``--bf16`` decide it, so the adapters and the base compute alike. With
+    neither, bfloat16 where the GPU has it natively (Ampere and later) and float16 before
+    (a Colab T4, where torch emulates bfloat16 slowly). ``native_bf16`` overrides the probe."""
+    if config.fp16:
+        return torch.float16
+    if config.bf16:
+        return torch.bfloat16
+    if native_bf16 is None:
+        native_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported(
+            including_emulation=False
+        )
+    return torch.bfloat16 if native_bf16 else torch.float16
+
+
 def _apply_adapters(model, config: TrainConfig):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -266,10 +283,12 @@ def prepare(config: TrainConfig, token: str | None = None) -> Prepared:
     if config.mode == "qlora":
         from transformers import BitsAndBytesConfig
 
+        compute_dtype = qlora_compute_dtype(config)
+        log.info("qlora: 4-bit NF4 base computing in %s", compute_dtype)
         quantization = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_compute_dtype=compute_dtype,
             bnb_4bit_use_double_quant=True,
         )
     loaded = models.load(config.model, dtype=dtype, token=token, quantization_config=quantization)

@@ -225,6 +225,22 @@ def test_qlora_without_cuda_stops_at_once_with_what_it_needs(small_dataset, tmp_
         train.train(_config(small_dataset, tmp_path, mode="qlora"))
 
 
+@pytest.mark.parametrize(
+    ("flags", "native_bf16", "expected"),
+    [
+        ({}, True, torch.bfloat16),  # Ampere and later
+        ({}, False, torch.float16),  # a T4: bfloat16 only emulated
+        ({"bf16": True}, False, torch.bfloat16),  # the run's flag wins
+        ({"fp16": True}, True, torch.float16),
+    ],
+)
+def test_qlora_computes_in_the_runs_precision_else_the_gpus_best(
+    small_dataset, tmp_path, flags, native_bf16, expected
+):
+    config = _config(small_dataset, tmp_path, mode="qlora", **flags)
+    assert train.qlora_compute_dtype(config, native_bf16=native_bf16) == expected
+
+
 def test_qlora_code_path_runs_on_cpu_with_the_cuda_check_lifted(
     small_dataset, tmp_path, monkeypatch
 ):
@@ -242,6 +258,10 @@ def test_qlora_code_path_runs_on_cpu_with_the_cuda_check_lifted(
     prepared = train.prepare(config)
     layers = {type(m).__name__ for _, m in prepared.model.named_modules()}
     assert "Linear4bit" in layers and "LoraModel" in layers, layers
+    from bitsandbytes.nn import Linear4bit  # peft's LoRA wrapper has the same class name
+
+    four_bit = [m for m in prepared.model.modules() if isinstance(m, Linear4bit)]
+    assert {m.compute_dtype for m in four_bit} == {train.qlora_compute_dtype(config)}
     stopped = train.train(config, callbacks=[StopAt(3)])
     assert stopped["stopped_at_step"] == 3
     assert (
