@@ -68,9 +68,10 @@ def add_model_options(parser, model_cls) -> None:
             parser.add_argument(flag, default=None, help=f"{help_text} (default {default})")
 
 
-def model_from_options(model_cls, args, base: dict | None = None):
-    """The config from parsed options; unset options keep ``base``'s values, then defaults."""
-    return model_cls(**((base or {}) | options_given(model_cls, args)))
+def model_from_options(model_cls, args):
+    """The config from parsed options; unset options keep their defaults (and stay out of
+    ``model_fields_set``, so a resume can tell them from options typed)."""
+    return model_cls(**options_given(model_cls, args))
 
 
 def options_given(model_cls, args) -> dict:

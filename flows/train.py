@@ -19,7 +19,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
 from linklm import dataset, models, summaries
 from linklm.config import TrainConfig
-from linklm.train import check_qlora_possible, check_run_dir, run_dir_of, run_lock, saved_config
+from linklm.train import check_qlora_possible, check_run_dir, resumed, run_dir_of, run_lock
 from tasks import secrets
 from tasks import storage as t_storage
 from tasks import train as t
@@ -52,6 +52,7 @@ def train_flow(config: TrainConfig = TrainConfig()) -> dict:  # noqa: B008 (UI f
     logger = get_run_logger()
     if config.run_name is None:
         config = config.model_copy(update={"run_name": run_dir_of(config).name})
+    config = resumed(config)  # a resume continues with the settings the run started with
     token = secrets.hf_token()
     prepared = t.prepare(config, token)
     logger.info(
@@ -86,18 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m flows.train", description=__doc__.split("\n")[0])
     add_model_options(parser, TrainConfig)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    config = model_from_options(TrainConfig, args)
-    if config.resume:  # continue with the settings the run started with, unless overridden
-        started = saved_config(run_dir_of(config))
-        if started is not None:
-            config = model_from_options(TrainConfig, args, base=started | {"resume": True})
+    # a resume continues with the settings the run started with, options typed override
+    config = resumed(model_from_options(TrainConfig, args))
     # Fail before Prefect starts when the answer is known already: the dataset, the base
-    # model, and the run folder (a finished run is never overwritten; a resume needs one).
+    # model, and the run folder (a finished run is never overwritten; a resume needs one;
+    # a run training there now is named).
     if config.mode == "qlora":
         check_qlora_possible()
     dataset.require_manifest(config.data_dir)
-    check_run_dir(config)
     models.resolve(config.model)
+    check_run_dir(config)
     summary = train_flow(config)
     if summary.get("dry_run"):
         print(

@@ -63,11 +63,12 @@ def shift_scan_levels(
     """
     if copies <= 0:
         return rows
-    if max_shift_db <= 0:
-        raise ValueError(f"max_shift_db must be > 0, got {max_shift_db}")
+    most_tenths = int(max_shift_db * 10 + 1e-9)  # down to the grid: never above the maximum
+    if most_tenths < 1:
+        raise ValueError(f"max_shift_db must be at least 0.1 (the scan's grid), got {max_shift_db}")
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x736866,)))
     variants = pl.concat([rows] * copies, how="vertical")
-    tenths = rng.integers(1, round(max_shift_db * 10) + 1, size=variants.height)
+    tenths = rng.integers(1, most_tenths + 1, size=variants.height)
     variants = variants.with_columns(
         (
             (

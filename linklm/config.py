@@ -145,7 +145,9 @@ class TrainConfig(BaseModel):
         ge=0,
         description="Extra variants of each training row with a louder scan (same channel).",
     )
-    shift_max_db: float = Field(5.0, gt=0, description="Largest scan shift of those variants.")
+    shift_max_db: float = Field(
+        5.0, ge=0.1, description="Largest scan shift of those variants (the scan's 0.1 dB grid)."
+    )
     eval_rows: int = Field(500, ge=0, description="Validation rows for the val loss.")
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="Overrides epochs when > 0.")
@@ -182,6 +184,13 @@ class TrainConfig(BaseModel):
         "$LINKLM_ARTIFACTS_URL, else no copy.",
     )
     dry_run: bool = Field(False, description="Build everything, one forward/backward, stop.")
+
+    @field_validator("run_name")
+    @classmethod
+    def _one_folder(cls, name: str | None) -> str | None:
+        if name is not None and (name.strip() in ("", ".", "..") or any(c in name for c in "/\\")):
+            raise ValueError(f"{name!r} is not a folder name (a name under out_dir, without /)")
+        return name
 
     @model_validator(mode="after")
     def _one_precision(self) -> TrainConfig:

@@ -18,6 +18,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -39,6 +41,8 @@ CHECKPOINTS = "checkpoints"
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.json"
 CONFIG_FILE = "train_config.json"
+# what a checkpoint's weights are made of: a resume cannot change them
+FIXED_ON_RESUME = ("model", "mode", "target", "lora_r", "lora_alpha", "lora_targets")
 
 
 def run_weights(run_dir: Path, adapter: bool = False) -> Path | None:
@@ -55,14 +59,58 @@ def run_weights(run_dir: Path, adapter: bool = False) -> Path | None:
     return None
 
 
+class TrainingError(LinkLMError):
+    """A training run that cannot start or continue, with what to do about it."""
+
+
 def saved_config(run_dir: Path) -> dict | None:
     """The settings a run started with (None for a run made before they were saved)."""
     path = Path(run_dir) / CONFIG_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        started = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TrainingError(f"{path}: not readable JSON ({exc}); cannot resume this run") from None
+    if not isinstance(started, dict):
+        raise TrainingError(f"{path}: not a JSON object of settings; cannot resume this run")
+    return started
 
 
-class TrainingError(LinkLMError):
-    """A training run that cannot start or continue, with what to do about it."""
+def resumed(config: TrainConfig) -> TrainConfig:
+    """For a resume, the settings the run started with, with the ones given again on top.
+
+    Given means set explicitly (pydantic's ``model_fields_set``: a CLI option typed, a
+    keyword passed), so ``TrainConfig(run_name="x", resume=True)`` continues run x as it
+    started, from Python as from the CLI. Settings the checkpoint's weights are made of
+    (``FIXED_ON_RESUME``) cannot change: that is a new run, refused before anything loads."""
+    if not config.resume:
+        return config
+    started = saved_config(run_dir_of(config))
+    if started is None:
+        return config
+    path = run_dir_of(config) / CONFIG_FILE
+    try:
+        before = TrainConfig(**started)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(map(str, error["loc"])) or "settings"
+        raise TrainingError(
+            f"{path}: {where}: {error['msg']} (saved by another version?); cannot resume this run"
+        ) from None
+    given = config.model_dump(include=config.model_fields_set)
+    after = TrainConfig(**(before.model_dump() | given | {"resume": True}))
+    changed = [
+        f"{name} {getattr(before, name)!r} -> {getattr(after, name)!r}"
+        for name in FIXED_ON_RESUME
+        if getattr(before, name) != getattr(after, name)
+    ]
+    if changed:
+        raise TrainingError(
+            f"{run_dir_of(config)}: a resume keeps the settings its checkpoints were trained "
+            f"with ({', '.join(changed)}); train a new run_name for that"
+        )
+    return after
 
 
 def check_qlora_possible() -> None:
@@ -98,6 +146,13 @@ def _unfinished_saves(folder: Path) -> list[Path]:
     return [c for c in folder.glob("checkpoint-*") if not (c / "trainer_state.json").exists()]
 
 
+def _require_started(run_dir: Path) -> None:
+    if not (run_dir / CONFIG_FILE).exists() and not (run_dir / CHECKPOINTS).exists():
+        raise TrainingError(
+            f"{run_dir}: no run started there, nothing to resume; train without resume"
+        )
+
+
 def last_checkpoint(run_dir: Path) -> Path | None:
     """Where a resume starts: the newest finished checkpoint, checked whole, or None.
 
@@ -107,10 +162,7 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     read back (truncated weights, bad JSON) is damage, not an interruption: a clear error.
     """
     folder = run_dir / CHECKPOINTS
-    if not (run_dir / CONFIG_FILE).exists() and not folder.exists():
-        raise TrainingError(
-            f"{run_dir}: no run started there, nothing to resume; train without resume"
-        )
+    _require_started(run_dir)
     for unfinished in _unfinished_saves(folder) if folder.exists() else []:
         log.warning("%s: unfinished save of an interrupted run, removed", unfinished)
         shutil.rmtree(unfinished)
@@ -206,15 +258,27 @@ def token_weights(tokenizer, config: TrainConfig, kind: str = "numtok-v1") -> to
 
 
 class ProgressLog(TrainerCallback):
-    """Step, loss and tokens/s in the log (a Prefect flow shows it in the run's logs)."""
+    """Step, loss and tokens/s in the log (a Prefect flow shows it in the run's logs).
+
+    It counts from the start of this session's training: a resumed run's state already holds
+    the tokens of the steps before the checkpoint, which this session did not spend time on."""
 
     def __init__(self):
         self.started = time.perf_counter()
+        self.tokens_at_start = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+        self.tokens_at_start = state.num_input_tokens_seen or 0
+
+    def session_tokens(self, state) -> int:
+        """Training tokens this session has seen (not the resumed steps')."""
+        return (state.num_input_tokens_seen or 0) - self.tokens_at_start
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         seconds = max(time.perf_counter() - self.started, 1e-9)
-        tokens = state.num_input_tokens_seen or 0
+        tokens = self.session_tokens(state)
         parts = [f"step {state.global_step}/{state.max_steps}"]
         parts += [f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "eval_loss")]
         if tokens:
@@ -309,17 +373,19 @@ def prepare(config: TrainConfig, token: str | None = None) -> Prepared:
     eval_set = None
     if config.eval_rows:
         eval_rows = examples.split_rows(config.data_dir, "validation", config.eval_rows, manifest)
-        eval_set = (
-            examples.tokenize(eval_rows, prompt_format, loaded.tokenizer)
-            if eval_rows.height
-            else None
-        )
+        if eval_rows.height:
+            eval_set = examples.tokenize(eval_rows, prompt_format, loaded.tokenizer)
+        else:
+            log.warning("%s: the validation split is empty, no validation loss", config.data_dir)
     return Prepared(
         model, loaded.tokenizer, prompt_format, train_set, eval_set, manifest, loaded.source
     )
 
 
-def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
+def training_arguments(
+    config: TrainConfig, run_dir: Path, evaluate: bool = True
+) -> TrainingArguments:
+    """The Trainer's settings; ``evaluate`` is off when there are no validation rows."""
     return TrainingArguments(
         output_dir=str(run_dir / CHECKPOINTS),
         per_device_train_batch_size=config.batch_size,
@@ -342,7 +408,7 @@ def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
-        eval_strategy="steps" if config.eval_rows else "no",
+        eval_strategy="steps" if evaluate and config.eval_rows else "no",
         eval_steps=config.eval_steps,
         logging_strategy="steps",
         logging_steps=config.logging_steps,
@@ -363,27 +429,32 @@ def build_trainer(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    progress = ProgressLog()
     trainer = AnswerLossTrainer(
         model=prepared.model,
-        args=training_arguments(config, run_dir),
+        args=training_arguments(config, run_dir, evaluate=prepared.eval_set is not None),
         train_dataset=prepared.train_set,
         eval_dataset=prepared.eval_set,
         data_collator=examples.LeftPadCollator(prepared.tokenizer.pad_token_id),
         processing_class=prepared.tokenizer,
-        callbacks=[ProgressLog(), *callbacks],
+        callbacks=[progress, *callbacks],
         token_weights=token_weights(prepared.tokenizer, config, prepared.prompt_format.kind),
     )
     trainer.remove_callback(PrinterCallback)  # ProgressLog says the same through logging
+    trainer.progress = progress  # save_run's tokens/s
     return trainer
 
 
-def dry_run(trainer: AnswerLossTrainer) -> float:
-    """One forward/backward on one batch: proves data, model and trainer fit together."""
-    batch = next(iter(trainer.get_train_dataloader()))
-    trainer.model.train()
-    loss = trainer.compute_loss(trainer.model, dict(batch))
-    loss.backward()
-    trainer.model.zero_grad(set_to_none=True)
+def dry_run(config: TrainConfig, prepared: Prepared) -> float:
+    """One forward/backward on one batch: proves data, model and trainer fit together.
+    The trainer's output folder is temporary: a dry run leaves nothing behind."""
+    with tempfile.TemporaryDirectory(prefix="linklm-dry-run-") as scratch:
+        trainer = build_trainer(config, prepared, Path(scratch))
+        batch = next(iter(trainer.get_train_dataloader()))
+        trainer.model.train()
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        loss.backward()
+        trainer.model.zero_grad(set_to_none=True)
     return float(loss.detach())
 
 
@@ -467,7 +538,7 @@ def save_run(
     atomic.write_json(run_dir / HISTORY_FILE, history)
     train_losses = [h["loss"] for h in history if "loss" in h]
     eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
-    tokens = trainer.state.num_input_tokens_seen or 0
+    tokens = trainer.progress.session_tokens(trainer.state)
     summary = {
         "run_dir": str(run_dir),
         "model_dir": str(model_dir),
@@ -498,7 +569,7 @@ def fit(
     run_dir = run_dir_of(config)
     checkpoint = last_checkpoint(run_dir) if config.resume else None
     run_dir.mkdir(parents=True, exist_ok=True)
-    # the config as started, so a resume can continue with the same settings
+    # the settings (a resume's merged ones), so a later resume continues with them
     atomic.write_json(run_dir / CONFIG_FILE, config.model_dump(mode="json"))
     trainer = build_trainer(config, prepared, run_dir, callbacks)
     if torch.cuda.is_available():
@@ -527,12 +598,20 @@ def run_lock(config: TrainConfig) -> Iterator[Path]:
 
 
 def check_run_dir(config: TrainConfig) -> Path:
-    """Refuse to overwrite a finished run; check the checkpoint before loading anything."""
+    """Refuse to overwrite a finished run (a resume too); check the checkpoint before loading
+    anything. Under the run's lock: a run training there now is named at once, and its
+    checkpoint being written is not taken for the unfinished save of a killed run."""
     run_dir = run_dir_of(config)
+    if config.dry_run:
+        return run_dir
+    if (run_dir / RUN_FILE).exists():
+        what = "nothing to resume" if config.resume else "choose another run_name"
+        raise TrainingError(f"{run_dir}: a finished run is already there; {what}")
     if config.resume:
-        last_checkpoint(run_dir)
-    elif (run_dir / RUN_FILE).exists() and not config.dry_run:
-        raise TrainingError(f"{run_dir}: a finished run is already there; choose another run_name")
+        _require_started(run_dir)  # before the lock would make the folder
+    with run_lock(config):
+        if config.resume:
+            last_checkpoint(run_dir)
     return run_dir
 
 
@@ -540,11 +619,15 @@ def train(config: TrainConfig, token: str | None = None, callbacks=()) -> dict:
     """Run one training job end to end; returns the run summary (also in run.json)."""
     if config.run_name is None:
         config = config.model_copy(update={"run_name": run_dir_of(config).name})
+    config = resumed(config)
     run_dir = check_run_dir(config)
     prepared = prepare(config, token)
     if config.dry_run:
-        trainer = build_trainer(config, prepared, run_dir / ".dry-run", callbacks)
-        return {"dry_run": True, "loss": dry_run(trainer), "train_rows": len(prepared.train_set)}
+        return {
+            "dry_run": True,
+            "loss": dry_run(config, prepared),
+            "train_rows": len(prepared.train_set),
+        }
     with run_lock(config):
         trainer, seconds, finished = fit(config, prepared, callbacks)
         if not finished:

@@ -45,5 +45,4 @@ def save(
 
 @task(name="dry-run", cache_policy=NO_CACHE, persist_result=False, log_prints=False)
 def dry_run(config: TrainConfig, prepared: train.Prepared) -> float:
-    trainer = train.build_trainer(config, prepared, train.run_dir_of(config) / ".dry-run")
-    return train.dry_run(trainer)
+    return train.dry_run(config, prepared)

@@ -87,3 +87,12 @@ def test_shifted_variants_keep_the_channel_and_re_derive_the_rest(rows):
     assert augment.shift_scan_levels(rows, 0).equals(rows)
     with pytest.raises(ValueError, match="max_shift_db"):
         augment.shift_scan_levels(rows, 1, max_shift_db=0)
+
+
+def test_a_shift_never_exceeds_its_maximum_on_the_grid(rows):
+    small = rows.head(50)
+    out = augment.shift_scan_levels(small, copies=1, max_shift_db=0.15).tail(small.height)
+    shift = out["spectral_scan_dbm"].explode() - small["spectral_scan_dbm"].explode()
+    assert np.allclose(shift.to_numpy(), 0.1)  # 0.15 dB allows 0.1 dB steps, not 0.2
+    with pytest.raises(ValueError, match="at least 0.1"):
+        augment.shift_scan_levels(small, 1, max_shift_db=0.04)

@@ -3,6 +3,7 @@
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -74,6 +75,15 @@ def test_a_second_training_into_the_same_run_folder_is_refused(small_dataset, tm
             train.train(config)
         assert not (tmp_path / "shared" / train.RUN_FILE).exists()
         assert not (tmp_path / "shared" / "checkpoints").exists()
+        # a resume meanwhile: the checkpoint the live run is writing is not taken for the
+        # unfinished save of a killed run (which a resume removes)
+        being_written = tmp_path / "shared" / "checkpoints" / "checkpoint-60"
+        being_written.mkdir(parents=True)
+        (being_written / "model.safetensors").write_bytes(b"half")
+        with pytest.raises(TrainingError, match="another run is training into this folder"):
+            train.train(config.model_copy(update={"resume": True}))
+        assert (being_written / "model.safetensors").read_bytes() == b"half"
+        shutil.rmtree(being_written.parent)
     finally:
         release.set()
         writer.join()

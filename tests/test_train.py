@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from linklm import answers as model_answers
-from linklm import examples, models, numtok, train
-from linklm.config import TrainConfig
+from linklm import dataset, examples, models, numtok, shards, train
+from linklm.config import GenerationConfig, PromptConfig, SplitConfig, TrainConfig
 from linklm.errors import LinkLMError
 from linklm.formats import PromptFormat
 
@@ -101,15 +101,11 @@ def test_each_cpu_mode_trains_and_its_loss_falls(small_dataset, tmp_path, mode):
     assert saved["peak_memory_mb"]["rss"] > 100  # a process with torch loaded is far above
     assert (saved["peak_memory_mb"]["gpu"] is None) == (not torch.cuda.is_available())
     assert train.saved_config(run) == saved["config"]  # what a --resume starts from
-    from flows.cli import model_from_options
-    from linklm.config import TrainConfig
-
-    resumed = model_from_options(
-        TrainConfig,
-        type("Args", (), {"learning_rate": "0.5", "resume": True})(),
-        base=train.saved_config(run),
-    )
+    # a resume: the saved settings, with the ones given again on top
+    given = TrainConfig(out_dir=tmp_path, run_name="run", learning_rate=0.5, resume=True)
+    resumed = train.resumed(given)
     assert resumed.mode == mode and resumed.learning_rate == 0.5 and resumed.resume
+    assert resumed.data_dir == small_dataset and resumed.max_rows == config.max_rows
     history = json.loads((run / "history.json").read_text())
     assert any("eval_loss" in h for h in history)
     reloaded = models.load(str(run / "model"))
@@ -184,8 +180,7 @@ def test_resume_gives_the_same_result_as_no_interruption(small_dataset, tmp_path
 def test_dry_run_touches_one_batch_and_writes_nothing(small_dataset, tmp_path):
     summary = train.train(_config(small_dataset, tmp_path, dry_run=True))
     assert summary["dry_run"] is True and 0 < summary["loss"] < 20
-    assert not (tmp_path / "run" / "run.json").exists()
-    assert not (tmp_path / "run" / "model").exists()
+    assert not (tmp_path / "run").exists()  # no run folder, not even empty checkpoints
 
 
 def test_augmented_copies_join_the_train_split_only(small_dataset, tmp_path):
@@ -296,7 +291,7 @@ def test_qlora_code_path_runs_on_cpu_with_the_cuda_check_lifted(
 def test_missing_or_partial_checkpoint_is_named(small_dataset, tmp_path):
     with pytest.raises(train.TrainingError, match="no run started there, nothing to resume"):
         train.train(_config(small_dataset, tmp_path, resume=True))
-    train.train(_config(small_dataset, tmp_path, max_steps=12, eval_rows=0), callbacks=[StopAt(12)])
+    train.train(_config(small_dataset, tmp_path, eval_rows=0), callbacks=[StopAt(12)])
     checkpoint = tmp_path / "run" / "checkpoints" / "checkpoint-12"
     weights = checkpoint / "model.safetensors"
     good = weights.read_bytes()
@@ -304,7 +299,7 @@ def test_missing_or_partial_checkpoint_is_named(small_dataset, tmp_path):
     with pytest.raises(
         train.TrainingError, match=r"checkpoint-12: incomplete checkpoint .*delete it"
     ):
-        train.train(_config(small_dataset, tmp_path, max_steps=12, eval_rows=0, resume=True))
+        train.train(_config(small_dataset, tmp_path, eval_rows=0, resume=True))
     assert weights.read_bytes() == good[:1000], "a failed resume must not touch the checkpoint"
     (checkpoint / "optimizer.pt").unlink()
     with pytest.raises(train.TrainingError, match="missing optimizer.pt"):
@@ -329,9 +324,58 @@ def test_interrupted_save_is_dropped_and_resume_uses_the_one_before(small_datase
 def test_finished_run_is_not_overwritten(small_dataset, tmp_path):
     train.train(_config(small_dataset, tmp_path, max_steps=2, eval_rows=0))
     before = (tmp_path / "run" / "run.json").read_text()
-    with pytest.raises(train.TrainingError, match="already there"):
+    weights = (tmp_path / "run" / "model" / "model.safetensors").read_bytes()
+    with pytest.raises(train.TrainingError, match="already there; choose another run_name"):
         train.train(_config(small_dataset, tmp_path, max_steps=2, eval_rows=0))
+    with pytest.raises(train.TrainingError, match="already there; nothing to resume"):
+        train.train(_config(small_dataset, tmp_path, max_steps=4, eval_rows=0, resume=True))
     assert (tmp_path / "run" / "run.json").read_text() == before
+    assert (tmp_path / "run" / "model" / "model.safetensors").read_bytes() == weights
+
+
+def test_resume_keeps_what_the_checkpoint_is_and_names_a_damaged_config(small_dataset, tmp_path):
+    config = _config(small_dataset, tmp_path, mode="lora", learning_rate=1e-2, eval_rows=0)
+    train.train(config, callbacks=[StopAt(12)])
+    saved = tmp_path / "run" / train.CONFIG_FILE
+    started = saved.read_bytes()
+    again = TrainConfig(out_dir=tmp_path, run_name="run", resume=True)
+    with pytest.raises(train.TrainingError, match=r"keeps the settings.*mode 'lora' -> 'full'"):
+        train.train(again.model_copy(update={"mode": "full"}))
+    assert saved.read_bytes() == started, "a refused resume must not change the saved settings"
+    saved.write_bytes(started[:100])
+    with pytest.raises(train.TrainingError, match=r"train_config.json: not readable JSON"):
+        train.train(again)
+    saved.write_text(json.dumps(json.loads(started) | {"old_option": 1}))
+    with pytest.raises(train.TrainingError, match=r"train_config.json: old_option: .*another ver"):
+        train.train(again)
+    saved.write_bytes(started)
+    # from Python as from the CLI: only run_name and resume given, the rest as started
+    summary = train.train(again)
+    assert summary["steps"] == 24 and summary["config"]["mode"] == "lora"
+    assert summary["config"]["data_dir"] == str(small_dataset)
+    # tokens/s counts this session's tokens only, not those of the 12 steps before the resume
+    history = json.loads((tmp_path / "run" / train.HISTORY_FILE).read_text())
+    seen = {h["step"]: h["num_input_tokens_seen"] for h in history if "num_input_tokens_seen" in h}
+    session = seen[24] - seen[12]
+    assert seen[24] > 1.6 * session  # so counting all of them would be far off
+    measured = summary["tokens_per_second"] * summary["train_seconds"]
+    assert 0.8 * session < measured < 1.25 * session, (measured, session, seen)
+
+
+def test_an_empty_validation_split_turns_validation_off(tmp_path):
+    data = tmp_path / "data"
+    dataset.build(data, GenerationConfig(n_rows=200, chunk_size=200, seed=2))
+    shards.write_shards(
+        data, SplitConfig(val=0), PromptConfig()
+    )  # the data flow's --val-fraction 0
+    summary = train.train(_config(data, tmp_path, max_steps=4, eval_steps=2, max_rows=None))
+    assert summary["steps"] == 4 and summary["final_eval_loss"] is None
+
+
+@pytest.mark.parametrize("name", ["", " ", ".", "..", "a/b", "..\\x"])
+def test_a_run_name_is_one_folder_name(name):
+    with pytest.raises(ValueError, match="not a folder name"):
+        TrainConfig(run_name=name)
 
 
 def test_bad_model_names_are_clear(small_dataset, tmp_path):
