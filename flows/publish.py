@@ -83,9 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out-dir", type=Path, help="upload folder (default <run>/publish)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    # fail before Prefect starts: a repo id the Hub would refuse, a missing or damaged run
+    # fail before Prefect starts: a repo id the Hub would refuse, a missing or damaged run,
+    # an --out-dir that assembling would wipe
     check_repo_id(args.repo_id)
     models.check_folder(publish.weights_dir(args.run_dir, args.adapter))
+    publish.upload_folder(args.run_dir, args.out_dir)
     result = publish_flow(
         args.run_dir, args.repo_id, args.private, args.dry_run, args.adapter, args.out_dir
     )

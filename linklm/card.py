@@ -44,12 +44,13 @@ def hub_base_model(run: dict) -> str | None:
     return name if looks_like_hub_id and not Path(name).exists() else None
 
 
-def _yaml_header(run: dict) -> str:
+def _yaml_header(run: dict, adapter: bool) -> str:
     lines = ["---"]
     base = hub_base_model(run)
     if base:
         lines.append(f"base_model: {base}")
-    adapter_only = Path(run["model_dir"]).name == "adapter"  # QLoRA runs saved before QLoRA merged
+    # an adapter upload, or a QLoRA run saved before QLoRA merged (adapter/ is all it has)
+    adapter_only = adapter or Path(run["model_dir"]).name == "adapter"
     lines += [
         f"library_name: {'peft' if adapter_only else 'transformers'}",
         "license: apache-2.0",
@@ -91,14 +92,15 @@ def _training_table(run: dict) -> str:
     return summaries.table(["setting", "value"], rows)
 
 
-def render(run_dir: Path) -> str:
-    """The card's text from the run folder's files."""
+def render(run_dir: Path, adapter: bool = False) -> str:
+    """The card's text from the run folder's files; ``adapter`` for a card that goes with the
+    adapter's files (a peft library header) rather than the merged model's."""
     run_dir = Path(run_dir)
     run = json.loads((run_dir / RUN_FILE).read_text())
     metrics = latest_metrics(run_dir)
     versions = ", ".join(f"{k} {v}" for k, v in run.get("versions", {}).items() if v)
     parts = [
-        _yaml_header(run),
+        _yaml_header(run, adapter),
         f"# {run_dir.name}\n",
         "A small language model fine-tuned with linklm to plan outdoor "
         "5 GHz point-to-point Wi-Fi links: given a link's geometry, tx power, noise floor, "

@@ -25,10 +25,26 @@ class PublishError(LinkLMError):
     """The run cannot be published as asked."""
 
 
+def run_record(run_dir: Path) -> dict:
+    """The run's run.json, or what is wrong with it."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.exists():
+        raise PublishError(f"{run_dir}: not a finished training run (no {RUN_FILE})")
+    try:
+        run = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PublishError(
+            f"{path}: not readable JSON ({exc}); the run cannot be published"
+        ) from None
+    missing = [k for k in ("config", "model_dir", "base_model", "dataset_sha256") if k not in run]
+    if missing:
+        raise PublishError(f"{path}: lacks {', '.join(missing)}; the run cannot be published")
+    return run
+
+
 def weights_dir(run_dir: Path, adapter: bool = False) -> Path:
     run_dir = Path(run_dir)
-    if not (run_dir / RUN_FILE).exists():
-        raise PublishError(f"{run_dir}: not a finished training run (no {RUN_FILE})")
+    run_record(run_dir)
     weights = run_weights(run_dir, adapter)
     if weights is None:
         order = ("adapter",) if adapter else ("model", "adapter")
@@ -36,20 +52,45 @@ def weights_dir(run_dir: Path, adapter: bool = False) -> Path:
     return weights
 
 
+def upload_folder(run_dir: Path, out_dir: Path | None = None) -> Path:
+    """Where the upload folder goes (default <run>/publish), checked: assembling replaces
+    the whole folder, so it must be a new one or an upload folder made before (files only,
+    run.json among them), never the run folder, a folder holding it, or someone's files."""
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir else run_dir / PUBLISH_DIR
+    run, out = run_dir.resolve(), out_dir.resolve()
+    if out == run or out in run.parents:
+        raise PublishError(f"{out_dir}: holds the run folder {run_dir}; choose another --out-dir")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PublishError(f"{out_dir}: a file, not a folder; choose another --out-dir")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        made_by_publish = (out_dir / RUN_FILE).is_file() and all(
+            p.is_file() for p in out_dir.iterdir()
+        )
+        if not made_by_publish:
+            raise PublishError(
+                f"{out_dir}: not empty and not an upload folder made by publish (it would be "
+                "replaced as a whole); choose a new --out-dir"
+            )
+    return out_dir
+
+
 def assemble(run_dir: Path, out_dir: Path | None = None, adapter: bool = False) -> Path:
     """The upload folder (default <run>/publish), replaced atomically."""
     run_dir = Path(run_dir)
     source = weights_dir(run_dir, adapter)
-    out_dir = Path(out_dir) if out_dir else run_dir / PUBLISH_DIR
+    out_dir = upload_folder(run_dir, out_dir)
     card.write_card(run_dir)  # fresh from the run's files
-    run = json.loads((run_dir / RUN_FILE).read_text())
+    run = run_record(run_dir)
     with atomic.atomic_dir(out_dir) as tmp:
         for item in source.iterdir():
             if item.is_file():
                 shutil.copy2(item, tmp / item.name)
         if (tmp / ADAPTER_CONFIG).exists():
             _name_hub_base(tmp / ADAPTER_CONFIG, card.hub_base_model(run))
-        shutil.copy2(run_dir / card.CARD_FILE, tmp / card.CARD_FILE)
+        # the card of what is uploaded: an adapter's says so in its library header
+        upload_card = card.render(run_dir, adapter=(tmp / ADAPTER_CONFIG).exists())
+        (tmp / card.CARD_FILE).write_text(upload_card)
         shutil.copy2(run_dir / RUN_FILE, tmp / RUN_FILE)
         metrics = card.latest_metrics(run_dir)
         if metrics is not None:

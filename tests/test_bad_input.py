@@ -225,6 +225,7 @@ CASES = [
     (publish_cli, [R, "--repo-id", "nameonly", *OUT, "--dry-run"], "expected owner/name"),
     (publish_cli, [R, "--repo-id", "me/x--y", *OUT, "--dry-run"], "not a Hub repo id"),
     (publish_cli, [R, "--repo-id", "me/x", "--adapter", *OUT], "no adapter/ folder"),
+    (publish_cli, [R, "--repo-id", "me/x", "--out-dir", R, "--dry-run"], "holds the run folder"),
     # data (the subprocess table in test_flow_data.py has the rest)
     (data_cli, ["--balance", "oversample", *OUT], "invalid options: balance='oversample' needs"),
     (

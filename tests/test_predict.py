@@ -2,6 +2,7 @@
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -249,9 +250,31 @@ def test_publish_dry_run_folder_loads_back(run_dir, tmp_path):
         publish.push(folder, "me/x", True, None)
 
 
-def test_published_adapter_names_a_hub_base_or_says_it_needs_a_local_one(small_dataset, tmp_path):
-    import shutil
+def test_publish_never_replaces_a_folder_it_did_not_make(run_dir, tmp_path):
+    """Assembling replaces the upload folder as a whole: the run folder, a folder holding
+    it, or a folder of someone's files is refused, and left as it was."""
+    before = sorted(p.name for p in run_dir.iterdir())
+    for out in (run_dir, run_dir.parent, run_dir / "model"):
+        with pytest.raises(publish.PublishError, match="choose (another|a new) --out-dir"):
+            publish.assemble(run_dir, out)
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(publish.PublishError, match="not an upload folder made by publish"):
+        publish.assemble(run_dir, mine)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    folder = publish.assemble(run_dir, tmp_path / "up")
+    assert publish.assemble(run_dir, folder) == folder  # an upload folder is made again
+    broken = tmp_path / "broken-run"
+    shutil.copytree(run_dir, broken)
+    (broken / "run.json").write_text("{bad")
+    with pytest.raises(publish.PublishError, match=r"run.json: not readable JSON"):
+        publish.assemble(broken, tmp_path / "up-broken")
+    assert not (tmp_path / "up-broken").exists()
 
+
+def test_published_adapter_names_a_hub_base_or_says_it_needs_a_local_one(small_dataset, tmp_path):
     summary = train.train(
         TrainConfig(
             data_dir=small_dataset,
@@ -268,6 +291,8 @@ def test_published_adapter_names_a_hub_base_or_says_it_needs_a_local_one(small_d
     folder = publish.assemble(run_dir, tmp_path / "up", adapter=True)
     assert publish.local_base(folder) == summary["base_model"]
     assert publish.check_loads(folder)["model_class"] == "PeftModelForCausalLM"
+    assert "library_name: peft" in (folder / "README.md").read_text()  # what is uploaded
+    assert "library_name: transformers" in (run_dir / "README.md").read_text()  # merged model/
     # a base with a hub id is written into the adapter; the dry run still loads it offline,
     # onto the local base it trained on
     gguf_run = tmp_path / "gguf-lora"
