@@ -12,18 +12,23 @@ REPORT_DIR = "report"
 
 
 def evaluation_charts(result: dict, model_predictions) -> dict:
+    """The charts of what the model answers: a model trained on one target (channel or
+    throughput) gets no chart of the other, and its slices show the metric it has."""
+    model = next(s for s in result["systems"] if s["kind"] == "model")
     out = {}
     history = Path(result["run_dir"]) / HISTORY_FILE if result.get("run_dir") else None
     if history is not None and history.exists():
         losses = json.loads(history.read_text())
         if any("loss" in h or "eval_loss" in h for h in losses):
             out["training"] = charts.training_curve(losses)
-    return out | {
-        "baselines": charts.baseline_bars(result["systems"]),
-        "confusion": charts.confusion_heatmap(result["confusion_by_sub_band"]),
-        "throughput": charts.throughput_scatter(model_predictions),
-        "slices": charts.slice_bars(result["slices"]),
-    }
+    out["baselines"] = charts.baseline_bars(result["systems"])
+    if model["channel"]:
+        out["confusion"] = charts.confusion_heatmap(result["confusion_by_sub_band"])
+    if model["throughput"]:
+        out["throughput"] = charts.throughput_scatter(model_predictions)
+    slice_metric = "top1" if model["channel"] else "throughput_mae"
+    out["slices"] = charts.slice_bars(result["slices"], slice_metric)
+    return out
 
 
 def write_evaluation_report(result: dict, out_dir: Path | None = None) -> dict[str, Path]:

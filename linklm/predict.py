@@ -278,7 +278,8 @@ class Predictor:
         channel, throughput = greedy.channel, greedy.throughput
         valid = greedy.valid & guardrails(rows, channel, throughput, fmt.target)
         source = np.where(valid, "model", "none")
-        if self.fallback != "none":
+        answers_channel = fmt.target != "throughput"
+        if self.fallback != "none" and answers_channel:  # no fallback invents a throughput
             # heuristic: the quietest channel replaces an unusable answer; ranked: the
             # model's own most likely available channel. A throughput that passed its own
             # guardrail is kept, anything else is left empty rather than invented.
@@ -292,10 +293,11 @@ class Predictor:
             throughput = np.where(valid | throughput_ok, throughput, np.nan)
             source = np.where(valid, "model", self.fallback)
         unanswered = source == "none"
+        no_channel = unanswered | (not answers_channel)  # a throughput model answers none
         out = {
             "scenario_id": rows["scenario_id"],
-            "recommended_channel_mhz": pl.Series(np.where(unanswered, -1, channel)).set(
-                pl.Series(unanswered), None
+            "recommended_channel_mhz": pl.Series(np.where(no_channel, -1, channel)).set(
+                pl.Series(no_channel), None
             ),
             "expected_throughput_mbps": pl.Series(
                 np.where(unanswered, np.nan, np.round(throughput, 3)), nan_to_null=True
