@@ -75,13 +75,18 @@ def model_from_options(model_cls, args):
 
 
 def options_given(model_cls, args) -> dict:
-    """Only the options the user typed, converted for pydantic."""
+    """Only the options the user typed, converted for pydantic; ``none`` for an option that
+    may be empty is None (``--max-rows none``: no cap)."""
     import typing
 
     values = {}
     for name, field in model_cls.model_fields.items():
         value = getattr(args, name, None)
         if value is None:
+            continue
+        optional = type(None) in typing.get_args(field.annotation)
+        if optional and isinstance(value, str) and value.lower() == "none":
+            values[name] = None
             continue
         if typing.get_origin(field.annotation) is tuple:
             value = tuple(v.strip() for v in value.split(",") if v.strip())

@@ -217,7 +217,7 @@ class EvalConfig(BaseModel):
     runs_dir: Path = Field(Path("runs/train"), description="Where 'latest' looks for runs.")
     data_dir: Path = Field(Path("runs/data"), description="A dataset folder made by the data flow.")
     split: Split = "test"
-    max_rows: int | None = Field(2000, gt=0, description="Cap on evaluated rows (None: all).")
+    max_rows: int | None = Field(2000, gt=0, description="Cap on evaluated rows (none: all).")
     baseline_train_rows: int = Field(
         20_000, gt=0, description="Training rows the baselines learn their statistics from."
     )

@@ -14,7 +14,8 @@ REPORT_DIR = "report"
 def evaluation_charts(result: dict, model_predictions) -> dict:
     """The charts of what the model answers: a model trained on one target (channel or
     throughput) gets no chart of the other, and its slices show the metric it has."""
-    model = next(s for s in result["systems"] if s["kind"] == "model")
+    target = result["prompt_format"]["target"]  # what the model was trained to answer
+    answers_channel, answers_throughput = target != "throughput", target != "channel"
     out = {}
     history = Path(result["run_dir"]) / HISTORY_FILE if result.get("run_dir") else None
     if history is not None and history.exists():
@@ -22,12 +23,13 @@ def evaluation_charts(result: dict, model_predictions) -> dict:
         if any("loss" in h or "eval_loss" in h for h in losses):
             out["training"] = charts.training_curve(losses)
     out["baselines"] = charts.baseline_bars(result["systems"])
-    if model["channel"]:
+    if answers_channel:
         out["confusion"] = charts.confusion_heatmap(result["confusion_by_sub_band"])
-    if model["throughput"]:
+    if answers_throughput:
         out["throughput"] = charts.throughput_scatter(model_predictions)
-    slice_metric = "top1" if model["channel"] else "throughput_mae"
-    out["slices"] = charts.slice_bars(result["slices"], slice_metric)
+    slice_metric = "top1" if answers_channel else "throughput_mae"
+    if any(row.get(slice_metric) is not None for row in result["slices"]):  # none: no answer
+        out["slices"] = charts.slice_bars(result["slices"], slice_metric)
     return out
 
 

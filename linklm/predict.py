@@ -26,6 +26,7 @@ import polars as pl
 
 from linklm import answers, baselines, models, reader, rules, schema
 from linklm.errors import LinkLMError, SchemaError
+from linklm.predict_io import check_protocol, first_line
 from linklm.train import RUN_FILE, run_weights
 
 Fallback = Literal["none", "heuristic", "ranked"]
@@ -67,15 +68,50 @@ def check_top_k(top_k: int) -> None:
         )
 
 
+def _require_input_columns(columns: list[str], source: str) -> None:
+    missing = [c for c in schema.INPUT_COLUMNS if c not in columns]
+    if missing:
+        raise SchemaError(
+            f"{source}: missing input column(s) {missing}; DATA_SPEC.md's inputs are "
+            f"{list(schema.INPUT_COLUMNS)}"
+        )
+
+
+def _header_columns(path: Path) -> list[str] | None:
+    """A local CSV's or Parquet file's columns from its header alone (None for JSON, which
+    has no header to read without reading it all)."""
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".jsonl", ".ndjson"):
+        return None
+    try:
+        if suffix == ".parquet":
+            return list(pl.read_parquet_schema(path))
+        return pl.read_csv(path, n_rows=0, infer_schema=False).columns
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        kind = "Parquet" if suffix == ".parquet" else "CSV"
+        raise SchemaError(f"{path}: not a readable {kind} file ({first_line(exc)})") from None
+
+
 def check_source(source: str) -> None:
-    """Fail before a model loads when a local input is not there (remote ones: when read)."""
-    if source == "-" or ("://" in source and not source.startswith("file://")):
+    """Fail before a model loads when a local input is not there, or its header lacks an
+    input column (remote inputs: their filesystem package here; the rest when read)."""
+    if source == "-":
+        return
+    if "://" in source and not source.startswith("file://"):
+        check_protocol(source)
         return
     path = Path(source.removeprefix("file://"))
     if not path.exists():
         raise SchemaError(f"{source}: file not found")
-    if path.is_dir() and not (path / "manifest.json").exists():
-        raise SchemaError(f"{source}: a folder, but not a dataset (no manifest.json)")
+    if path.is_dir():
+        if not (path / "manifest.json").exists():
+            raise SchemaError(f"{source}: a folder, but not a dataset (no manifest.json)")
+        return
+    if path.stat().st_size < 4096 and not path.read_bytes().strip():
+        raise SchemaError(f"{source}: empty input")
+    columns = _header_columns(path)
+    if columns is not None:
+        _require_input_columns(columns, source)
 
 
 # --- reading links ----------------------------------------------------------------------
@@ -150,11 +186,18 @@ def read_links_text(source: str) -> pl.DataFrame:
             data = fh.read()
     except FileNotFoundError:
         raise SchemaError(f"{source}: file not found") from None
+    except (OSError, ImportError, ValueError) as exc:  # no s3fs for s3://, a denied read ...
+        raise SchemaError(f"{source}: cannot read ({first_line(exc)})") from None
     if not data.strip():
         raise SchemaError(f"{source}: empty input")
     suffix = Path(source.split("?")[0]).suffix.lower()
     if suffix == ".parquet":
-        return pl.read_parquet(io.BytesIO(data))  # parse_links turns typed cells into text
+        try:
+            return pl.read_parquet(io.BytesIO(data))  # parse_links turns typed cells into text
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise SchemaError(
+                f"{source}: not a readable Parquet file ({first_line(exc)})"
+            ) from None
     if suffix in (".json", ".jsonl", ".ndjson"):
         return _text_of_json(data.decode("utf-8", errors="replace"), source)
     return _text_of_csv(data, source)
@@ -167,12 +210,7 @@ def parse_links(text: pl.DataFrame, source: str = "input") -> tuple[pl.DataFrame
     """
     if any(dtype != pl.String for dtype in text.dtypes):  # a typed frame, e.g. from Parquet
         text = _records_to_text(text.to_dicts())
-    missing = [c for c in schema.INPUT_COLUMNS if c not in text.columns]
-    if missing:
-        raise SchemaError(
-            f"{source}: missing input column(s) {missing}; DATA_SPEC.md's inputs are "
-            f"{list(schema.INPUT_COLUMNS)}"
-        )
+    _require_input_columns(text.columns, source)
     if text.height == 0:
         raise SchemaError(f"{source}: no rows")
     filled = text.with_columns(

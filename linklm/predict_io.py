@@ -10,6 +10,33 @@ import fsspec
 import polars as pl
 
 from linklm import atomic
+from linklm.errors import SchemaError
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line: libraries' messages can run to many."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def check_protocol(url: str) -> None:
+    """An fsspec URL whose filesystem package is missing (s3fs for s3://...), named."""
+    protocol = url.split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError) as exc:
+        raise SchemaError(f"{url}: cannot open {protocol}:// ({first_line(exc)})") from None
+
+
+def check_output(output: str) -> None:
+    """Before any answer is computed: an output that could not be written (a folder, a
+    URL whose filesystem package is missing)."""
+    if output == "-":
+        return
+    if "://" in output and not output.startswith("file://"):
+        check_protocol(output)
+        return
+    if Path(output.removeprefix("file://")).is_dir():
+        raise SchemaError(f"{output}: a folder; --output takes a file (.csv, .jsonl or .parquet)")
 
 
 def _bytes(frame: pl.DataFrame, suffix: str) -> bytes:
@@ -25,6 +52,7 @@ def _bytes(frame: pl.DataFrame, suffix: str) -> bytes:
 
 def write_answers(frame: pl.DataFrame, output: str) -> str:
     """Write to a local path (temp + rename), an fsspec URL, or '-' (stdout as CSV)."""
+    check_output(output)
     if output == "-":
         sys.stdout.write(frame.write_csv())
         return output

@@ -18,6 +18,7 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from flows import data as data_cli
 from flows import evaluate as evaluate_cli
@@ -270,6 +271,18 @@ def test_cli_refuses_bad_input_in_one_line_and_creates_nothing(
     assert not any(tmp_path.iterdir())
 
 
+def test_an_option_that_may_be_empty_takes_none():
+    from flows.cli import ArgumentParser, add_model_options, model_from_options
+
+    parser = ArgumentParser(prog="evaluate")
+    add_model_options(parser, EvalConfig)
+    given = model_from_options(EvalConfig, parser.parse_args(["--max-rows", "none"]))
+    assert given.max_rows is None and "max_rows" in given.model_fields_set  # all rows
+    assert model_from_options(EvalConfig, parser.parse_args(["--max-rows", "7"])).max_rows == 7
+    with pytest.raises(ValidationError, match="batch_size"):  # one that may not stays refused
+        model_from_options(EvalConfig, parser.parse_args(["--batch-size", "none"]))
+
+
 def test_a_hub_id_that_cannot_load_offline_is_refused_at_once(
     small_dataset, tmp_path, capsys, no_flow
 ):
@@ -370,6 +383,35 @@ def test_cli_top_k_reaches_the_answers(tiny_run, small_dataset, monkeypatch, cap
     assert code in (0, 1)
     n = len(link["available_channels_mhz"])
     assert answer[f"candidate_{n}_mhz"] is not None and answer["candidate_60_mhz"] is None
+
+
+def test_predict_names_an_unreadable_input_or_output_before_prefect_starts(
+    tiny_run, small_dataset, tmp_path, capsys, no_flow
+):
+    links = to_seed_csv_frame(examples.split_rows(small_dataset, "test", max_rows=3))
+    links.drop("noise_dbm").write_csv(tmp_path / "no_noise.csv")
+    links.write_csv(tmp_path / "good.csv")
+    (tmp_path / "garbage.parquet").write_bytes(b"PAR1 this is not parquet")
+    (tmp_path / "answers").mkdir()
+    (tmp_path / "kept.csv").write_text("old answers\n")
+    run = ["--model", str(tiny_run), "--input"]
+    cases = [
+        ([str(tmp_path / "no_noise.csv")], "missing input column(s) ['noise_dbm']"),
+        ([str(tmp_path / "garbage.parquet")], "garbage.parquet: not a readable Parquet file"),
+        ([str(tmp_path / "good.csv"), "--output", str(tmp_path / "answers")], "a folder; --output"),
+    ]
+    try:
+        import s3fs  # noqa: F401
+    except ImportError:  # the project does not install it: a URL needing it is named
+        cases += [
+            (["s3://bucket/links.csv"], "s3://bucket/links.csv: cannot open s3:// (Install s3fs"),
+            ([str(tmp_path / "good.csv"), "--output", "s3://b/a.csv"], "cannot open s3://"),
+        ]
+    before = _snapshot(tmp_path)
+    for args, message in cases:
+        code, line = _call(predict_cli.main, [*run, *args], capsys)
+        assert code == 2 and message in line, line
+    assert _snapshot(tmp_path) == before  # nothing written, the old answers kept
 
 
 # --- 3. the validator and the reader on files that are not what they claim ----------------
