@@ -209,14 +209,17 @@ def parse_text_frame(text: pl.DataFrame, row_offset: int = 0) -> tuple[pl.DataFr
         )
         clean = pl.when(nan.fill_null(False)).then(None).otherwise(number)
         if dtype == pl.Int64():
-            fractional = clean.is_not_null() & (clean != clean.round(0))
+            # beyond 64 bits a number has no whole-number form here (and the cast would fail)
+            fractional = clean.is_not_null() & (
+                (clean != clean.round(0)) | (clean.abs() >= 2.0**63)
+            )
             problems.append(
                 _problems(
                     frame,
                     fractional,
                     name,
                     "type",
-                    pl.concat_str([pl.lit("not a whole number, "), _shown(name)]),
+                    pl.concat_str([pl.lit("not a 64-bit whole number, "), _shown(name)]),
                 )
             )
             clean = pl.when(fractional).then(None).otherwise(clean).cast(pl.Int64)
@@ -227,6 +230,34 @@ def parse_text_frame(text: pl.DataFrame, row_offset: int = 0) -> tuple[pl.DataFr
         found = found.join(size_problems, on=["row", "column"], how="anti")
         found = pl.concat([found, size_problems])
     return typed, found
+
+
+def typed_value_problems(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(frame with NaN and infinities as nulls, a problem per missing or NaN value) for a
+    typed frame with ``_row`` (a Parquet file): what the CSV reader finds while parsing
+    text, so the rules and the physics only ever see rows whose values are all there."""
+    frame = frame.with_columns(pl.col("scenario_id").alias("_id"))
+    problems, exprs = [], []
+    for name, dtype in schema.POLARS_SCHEMA.items():
+        col = pl.col(name)
+        is_list = isinstance(dtype, pl.List)
+        missing = col.is_null()
+        if is_list:
+            missing = missing | col.list.eval(pl.element().is_null()).list.any().fill_null(False)
+        problems.append(_problems(frame, missing, name, "missing", pl.lit("value is missing")))
+        floats = (dtype.inner if is_list else dtype) == pl.Float64()
+        if not floats:
+            continue
+        if is_list:
+            element = pl.element()
+            nan = col.list.eval(element.is_nan() | element.is_infinite()).list.any()
+        else:
+            nan = col.is_nan() | col.is_infinite()
+        nan = nan.fill_null(False)
+        problems.append(_problems(frame, nan, name, "nan", pl.lit("NaN or infinite")))
+        exprs.append(pl.when(nan).then(None).otherwise(col).alias(name))
+    found = pl.concat([p.cast(PROBLEM_SCHEMA) for p in problems])
+    return frame.drop("_id").with_columns(exprs), found
 
 
 def typed_from_parquet(path: Path) -> pl.DataFrame:
@@ -240,6 +271,8 @@ def typed_from_parquet(path: Path) -> pl.DataFrame:
             f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})"
         ) from None
     check_columns(frame.columns, str(path))
+    if frame.height == 0:
+        raise SchemaError(f"{path}: no rows")
     for name, dtype in schema.POLARS_SCHEMA.items():
         source = frame.schema[name]
         if source == dtype:

@@ -275,7 +275,7 @@ def _label_problems(frame: pl.DataFrame) -> list[pl.DataFrame]:
     ):
         abs_tol, rel_tol = LABEL_TOL[name]
         got = frame[name].to_numpy()
-        bad = np.abs(got - expected) > abs_tol + rel_tol * np.abs(expected)
+        bad = ~(np.abs(got - expected) <= abs_tol + rel_tol * np.abs(expected))  # NaN is bad
         rows.append((name, bad, expected, "disagrees with the physics"))
     out = []
     for name, bad, expected, what in rows:

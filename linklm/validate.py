@@ -72,7 +72,8 @@ def _batches(path: Path) -> Iterator[tuple[pl.DataFrame, pl.DataFrame | None, pl
             offset += typed.height
     elif path.suffix.lower() == ".parquet":
         typed = reader.typed_from_parquet(path)
-        yield typed.with_columns(pl.int_range(pl.len()).alias("_row")), None, typed
+        numbered = typed.with_columns(pl.int_range(pl.len()).alias("_row"))
+        yield *reader.typed_value_problems(numbered), typed
     else:
         text = reader.read_csv_text(path)
         typed, parse_problems = reader.parse_text_frame(text)
@@ -114,7 +115,7 @@ def validate_path(path: str | Path, report_dir: str | Path | None = None) -> Val
             )
         )
         if bad.height:
-            text = original if parse_problems is not None else _as_text(original)
+            text = _as_text(original)
             text = text.with_columns((pl.int_range(pl.len()) + typed["_row"].min()).alias("row"))
             quarantined.append(bad.join(text, on="row").sort("row"))
     found = pl.concat(problems) if problems else pl.DataFrame(schema=reader.PROBLEM_SCHEMA)
@@ -145,10 +146,13 @@ def validate_path(path: str | Path, report_dir: str | Path | None = None) -> Val
     return result
 
 
-def _as_text(typed: pl.DataFrame) -> pl.DataFrame:
+def _as_text(original: pl.DataFrame) -> pl.DataFrame:
+    """A batch's rows as the CSV's text cells (a CSV's own text as it is)."""
     from linklm.export import to_seed_csv_frame
 
-    return to_seed_csv_frame(typed).cast(dict.fromkeys(schema.COLUMNS, pl.String))
+    if all(dtype == pl.String for dtype in original.dtypes):
+        return original
+    return to_seed_csv_frame(original).cast(dict.fromkeys(schema.COLUMNS, pl.String))
 
 
 def _rows_as_text(path: Path, rows: set[int], problems: pl.DataFrame) -> pl.DataFrame | None:
@@ -162,8 +166,8 @@ def _rows_as_text(path: Path, rows: set[int], problems: pl.DataFrame) -> pl.Data
         return None
     frames = []
     offset = 0
-    for typed, parse_problems, original in _batches(path):
-        text = original if parse_problems is not None else _as_text(original)
+    for typed, _, original in _batches(path):
+        text = _as_text(original)
         text = text.with_columns((pl.int_range(pl.len()) + offset).alias("row"))
         frames.append(text.filter(pl.col("row").is_in(wanted)))
         offset += typed.height

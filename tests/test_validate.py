@@ -88,6 +88,7 @@ def _problems_for(df, tmp_path):
         ("image_obstruction_detected", "maybe", "type", "not a boolean"),
         ("link_distance_m", "12", "haversine", "haversine"),
         ("device_a_coordinates", "[40.0, 35.5, 100.0]", "range", "latitude outside"),
+        ("recommended_channel_mhz", "1e30", "type", "not a 64-bit whole number"),
     ],
 )
 def test_bad_cell_is_reported_with_row_and_id(good_text, tmp_path, column, value, check, text):
@@ -188,6 +189,58 @@ def test_parquet_in_the_working_schema_is_accepted(small_dataset, tmp_path):
     ).write_parquet(bad)
     with pytest.raises(SchemaError, match="tx_power_dbm has type String"):
         validate.validate_path(bad)
+
+
+def test_an_id_beyond_64_bits_is_a_bad_row_not_a_crash(good_text, tmp_path):
+    result, errors = _problems_for(_set(good_text, 3, "scenario_id", "9" * 20), tmp_path)
+    assert result.bad_rows == 1 and errors["row"].to_list() == [3]
+    assert "not a 64-bit whole number" in errors["message"][0]
+
+
+def _with_value(frame: pl.DataFrame, row: int, column: str, value) -> pl.DataFrame:
+    values = frame[column].to_list()
+    values[row] = value
+    return frame.with_columns(pl.Series(column, values, dtype=frame.schema[column]))
+
+
+@pytest.mark.parametrize(
+    "column, value, check",
+    [
+        ("weather_condition", None, "missing"),
+        ("link_distance_m", float("nan"), "nan"),
+        ("noise_floor_dbm", None, "missing"),
+        ("rssi_dbm", float("nan"), "nan"),  # a leaky column is checked like the others
+        ("snr_db", float("inf"), "nan"),
+        ("expected_throughput_mbps", None, "missing"),
+        ("scenario_id", None, "missing"),
+        ("image_obstruction_detected", None, "missing"),
+        ("spectral_scan_dbm", "first element NaN", "nan"),
+        ("available_channels_mhz", "first element null", "missing"),
+    ],
+)
+def test_a_missing_or_nan_value_in_parquet_fails_its_row_only(
+    small_dataset, tmp_path, column, value, check
+):
+    rows = pl.read_parquet(dataset.chunk_paths(small_dataset)[0]).head(8)
+    if isinstance(value, str):  # one element of the list in row 5
+        listed = rows[column][5].to_list()
+        listed[0] = float("nan") if "NaN" in value else None
+        value = listed
+    path = tmp_path / "links.parquet"
+    _with_value(rows, 5, column, value).write_parquet(path)
+    result = validate.validate_path(path, tmp_path / "report")
+    errors = result.problems.filter(pl.col("severity") == "error")
+    assert result.bad_rows == 1 and set(errors["row"]) == {5}, errors
+    assert errors.filter((pl.col("column") == column) & (pl.col("check") == check)).height == 1
+    quarantine = pl.read_csv(result.files["quarantine_csv"], infer_schema=False)
+    assert quarantine["row"].to_list() == ["5"]
+
+
+def test_an_empty_parquet_file_is_refused(small_dataset, tmp_path):
+    path = tmp_path / "empty.parquet"
+    pl.read_parquet(dataset.chunk_paths(small_dataset)[0]).head(0).write_parquet(path)
+    with pytest.raises(SchemaError, match="empty.parquet: no rows"):
+        validate.validate_path(path, tmp_path / "report")
 
 
 def test_tampered_dataset_folder_is_not_validated(small_dataset, tmp_path):
