@@ -30,8 +30,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ValidationError
 
 from flows.cli import ArgumentParser, fail, option_error, run_cli
-from linklm import dataset, export, schema, shards, simulate, validate
+from linklm import dataset, export, prompts, schema, shards, simulate, validate
 from linklm.config import DataFlowConfig, GenerationConfig, PromptConfig, SplitConfig
+from linklm.errors import LinkLMError
 from tasks import data as t
 from tasks import storage as t_storage
 
@@ -71,6 +72,8 @@ def data_flow(config: DataFlowConfig = DataFlowConfig()) -> dict:  # noqa: B008 
     """Build a verified, validated, exported and sharded link dataset in ``config.out_dir``."""
     logger = get_run_logger()
     out = config.out_dir
+    if config.prompt.template:  # a leaking template fails before the rows are made
+        prompts.template_fields(config.prompt.template)
     folder_lock = dataset.lock(out)
     try:
         t.prepare_folder(out, config.generation, config.overwrite)
@@ -155,6 +158,21 @@ def task_runner(workers: int = WORKERS, dask_address: str | None = None):
     return ThreadPoolTaskRunner(max_workers=workers)
 
 
+def check_dask_scheduler(address: str, timeout_s: float = 10.0) -> None:
+    """One line, before the folder is claimed, when no Dask scheduler answers at ``address``
+    (the runner would fail only once the flow had started, after a 30 s wait and a long
+    traceback)."""
+    try:
+        from distributed import Client
+    except ImportError:
+        fail("--dask-address needs prefect-dask: pip install '.[dask]'")
+    try:
+        Client(address, timeout=timeout_s).close()
+    except (OSError, TimeoutError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        fail(f"--dask-address {address}: no Dask scheduler answers there ({first})")
+
+
 def run_data_flow(
     config: DataFlowConfig, workers: int = WORKERS, dask_address: str | None = None
 ) -> dict:
@@ -217,6 +235,10 @@ def config_from_args(args: argparse.Namespace) -> DataFlowConfig:
         if not args.template_file.exists():
             fail(f"{args.template_file}: template file not found")
         template = args.template_file.read_text()
+        try:
+            prompts.template_fields(template)
+        except LinkLMError as exc:
+            fail(f"{args.template_file}: {exc}")
     return DataFlowConfig(
         out_dir=args.out_dir,
         generation=GenerationConfig(
@@ -268,8 +290,11 @@ def main(argv: list[str] | None = None) -> int:
         fail(option_error(exc))
     if args.workers < 1:
         fail(f"invalid option workers: must be >= 1, got {args.workers}")
-    # Fail before starting Prefect when the folder belongs to another config.
+    # Fail before starting Prefect when the folder belongs to another config, or the Dask
+    # scheduler asked for is not there.
     dataset.check_compatible(config.out_dir, config.generation, config.overwrite)
+    if args.dask_address:
+        check_dask_scheduler(args.dask_address)
     result = run_data_flow(config, args.workers, args.dask_address)
     print(
         f"dataset {result['dataset_sha256'][:12]}: {result['rows']} rows, splits {result['splits']}, in {result['out_dir']}"

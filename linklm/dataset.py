@@ -136,9 +136,22 @@ def check_compatible(out_dir: Path, config: GenerationConfig, overwrite: bool = 
     Raises DatasetError for a folder made with another config, or by another generator
     version, unless ``overwrite``.
     """
-    previous = atomic.read_json_or_none(Path(out_dir) / GENERATION)
+    out_dir = Path(out_dir)
+    previous = atomic.read_json_or_none(out_dir / GENERATION)
     wanted = generation_identity(config)
-    if previous is None or previous == wanted:
+    if previous is None:
+        # generation.json is written before any chunk, so chunks without it were made with
+        # a config nobody can tell: reusing them could pass one seed's rows off as another's
+        made = any((out_dir / CHUNK_DIR).glob("chunk-*")) or (out_dir / MANIFEST).exists()
+        if not made:
+            return False
+        if overwrite:
+            return True
+        raise DatasetError(
+            f"{out_dir} holds chunks but no readable {GENERATION}, so the config they were "
+            "made with is unknown; use another out_dir or overwrite it (--overwrite)"
+        )
+    if previous == wanted:
         return False
     if overwrite:
         return True

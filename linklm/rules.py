@@ -84,6 +84,7 @@ def row_checks() -> list[Check]:
     off = schema.B_OFFSET_DEG + 1e-6
     grid = list(schema.CHANNEL_GRID_MHZ)
     checks = [
+        Check("scenario_id", "range", pl.col("scenario_id") >= 0, "negative; ids are 0 or more"),
         *_coordinate_checks("device_a_coordinates"),
         *_coordinate_checks("device_b_coordinates"),
         Check(

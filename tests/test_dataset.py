@@ -116,6 +116,20 @@ def test_folder_of_another_generator_version_is_refused_not_mixed(built):
     assert rebuilt == dataset.build(built.parent / "fresh", CONFIG)
 
 
+def test_chunks_without_their_generation_record_are_not_reused_for_another_config(built):
+    """generation.json is written before any chunk: chunks without it were made with an
+    unknown config, and verifying them against their own records would pass one seed's rows
+    off as another's."""
+    (built / "generation.json").unlink()
+    other = CONFIG.model_copy(update={"seed": CONFIG.seed + 1})
+    good = dataset.read_manifest(built)
+    with pytest.raises(DatasetError, match="no readable generation.json.*--overwrite"):
+        dataset.build(built, other)
+    assert dataset.read_manifest(built) == good
+    rebuilt = dataset.build(built, other, overwrite=True)
+    assert rebuilt == dataset.build(built.parent / "fresh", other)
+
+
 def test_second_writer_is_refused(built):
     held = dataset.lock(built)
     try:

@@ -14,7 +14,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from flows import data as data_flow_module
 from flows.data import data_flow, run_data_flow
 from linklm import atomic, dataset
-from linklm.config import DataFlowConfig, GenerationConfig
+from linklm.config import DataFlowConfig, GenerationConfig, PromptConfig
+from linklm.errors import PromptError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = GenerationConfig(n_rows=2400, chunk_size=600, seed=5)
@@ -140,6 +141,29 @@ def test_cli_rejects_bad_options_in_one_line(tmp_path, args, message):
     assert done.stderr.strip().splitlines() == [f"error: {done.stderr.strip()[7:]}"]
     assert message in done.stderr
     assert not (tmp_path / "x" / "chunks").exists()
+
+
+def test_a_leaking_template_or_an_absent_scheduler_is_refused_before_any_row(
+    prefect_harness, tmp_path
+):
+    leaky = tmp_path / "leaky.txt"
+    leaky.write_text("A link of {link_distance_m} m at SNR {snr_db} dB")
+    cases = [
+        (["--template-file", str(leaky)], "leaky.txt: prompt template uses {snr_db}"),
+        (["--dask-address", "tcp://127.0.0.1:1"], "no Dask scheduler answers there"),
+    ]
+    for args, message in cases:
+        done = _cli([*args, "--n-rows", "300", "--out-dir", str(tmp_path / "x")], tmp_path)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert message in done.stderr
+        assert not (tmp_path / "x").exists()
+    # a deployment's run, which has no CLI in front of it, fails before generating too
+    config = DataFlowConfig(
+        out_dir=tmp_path / "y", generation=SMALL, prompt=PromptConfig(template=leaky.read_text())
+    )
+    with pytest.raises(PromptError, match="uses {snr_db}"):
+        data_flow(config)
+    assert not (tmp_path / "y").exists()
 
 
 def test_cli_verify_and_validate(small_dataset, tmp_path, capsys):

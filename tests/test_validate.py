@@ -191,10 +191,13 @@ def test_parquet_in_the_working_schema_is_accepted(small_dataset, tmp_path):
         validate.validate_path(bad)
 
 
-def test_an_id_beyond_64_bits_is_a_bad_row_not_a_crash(good_text, tmp_path):
+def test_an_id_beyond_64_bits_or_negative_is_a_bad_row(good_text, tmp_path):
     result, errors = _problems_for(_set(good_text, 3, "scenario_id", "9" * 20), tmp_path)
     assert result.bad_rows == 1 and errors["row"].to_list() == [3]
     assert "not a 64-bit whole number" in errors["message"][0]
+    result, errors = _problems_for(_set(good_text, 4, "scenario_id", "-1"), tmp_path)
+    assert result.bad_rows == 1 and errors["row"].to_list() == [4]
+    assert errors["check"][0] == "range" and "negative" in errors["message"][0]
 
 
 def _with_value(frame: pl.DataFrame, row: int, column: str, value) -> pl.DataFrame:
