@@ -19,8 +19,9 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, fail, run_cli
 from flows.experiments import ensure_data, train_and_evaluate
-from linklm import atomic, charts, evaluate, models, report, summaries
+from linklm import atomic, charts, evaluate, models, registry, report, summaries
 from linklm.config import LOWER_IS_BETTER, SweepConfig, TrainConfig
+from linklm.errors import LinkLMError
 from tasks import storage as t_storage
 
 RESULT_FILE = "sweep.json"
@@ -48,18 +49,38 @@ def train_config(config: SweepConfig, index: int, trial: dict, stamp: str) -> Tr
     return TrainConfig(**(settings | trial))
 
 
+class SweepError(LinkLMError):
+    """No trial of the sweep trained and evaluated."""
+
+
+def failed_row(exc: BaseException) -> dict:
+    """A trial that failed: no figures, and the first line of why (a failed training or
+    evaluation subflow raises in the sweep; the next trial still runs)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    figures = ("run_dir", "train_rows", "steps", "train_seconds", "final_eval_loss", "report")
+    return dict.fromkeys(figures) | evaluate.headline_of({}) | {"error": first}
+
+
 def ranked(results: list[dict], metric: str) -> list[dict]:
-    """Best first; trials without the metric last."""
+    """Best first; trials without the metric last. An error metric (throughput MAE) is over
+    the rows a trial answered, so trials that answered more rows rank first."""
     sign = 1 if metric in LOWER_IS_BETTER else -1
-    return sorted(results, key=lambda r: (r[metric] is None, sign * (r[metric] or 0), r["name"]))
+
+    def key(r: dict) -> tuple:
+        share = (registry.coverage(metric, r) or 0.0) if metric in LOWER_IS_BETTER else 0.0
+        return (r.get(metric) is None, -share, sign * (r.get(metric) or 0), r["name"])
+
+    return sorted(results, key=key)
 
 
 def markdown(config: SweepConfig, results: list[dict]) -> str:
     rows = [[i + 1, r["name"], *summaries.trial_cells(r)] for i, r in enumerate(results)]
+    failed = [f"- {r['name']}: failed: {r['error']}" for r in results if r.get("error")]
     return (
         f"# Sweep: {len(results)} trials of {config.model}, ranked by {config.metric}\n\n"
         f"Every trial is evaluated on the same {config.eval_rows:,} test rows.\n\n"
         + summaries.table(["rank", "trial", *summaries.TRIAL_HEADER], rows)
+        + ("\n## Failed trials\n\n" + "\n".join(failed) + "\n" if failed else "")
     )
 
 
@@ -71,9 +92,15 @@ def sweep_flow(config: SweepConfig = SweepConfig()) -> dict:  # noqa: B008 (UI f
     results, result = [], None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for index, trial in enumerate(config.expanded()):
-        row, result = train_and_evaluate(train_config(config, index, trial, stamp), config)
-        results.append({"name": trial_name(trial), "settings": trial} | row)
+        try:
+            row, result = train_and_evaluate(train_config(config, index, trial, stamp), config)
+        except Exception as exc:  # noqa: BLE001 (one failed trial is a row, not the sweep's end)
+            row = failed_row(exc)
+            logger.error("%s failed: %s", trial_name(trial), row["error"])
+        results.append({"name": trial_name(trial), "settings": trial, "error": None} | row)
         logger.info("%s: %s = %s", trial_name(trial), config.metric, row[config.metric])
+    if result is None:
+        raise SweepError(f"every trial failed; the first: {results[0]['error']}")
     results = ranked(results, config.metric)
     paths = report.write_report(
         config.out_dir / "report",
@@ -148,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     models.resolve(config.model)  # fail before Prefect starts (and before data is built)
     summary = sweep_flow(config)
     for i, r in enumerate(summary["results"], start=1):
-        print(f"{i}. {r['name']}: {summary['metric']} = {r[summary['metric']]}")
+        failed = f" (failed: {r['error']})" if r.get("error") else ""
+        print(f"{i}. {r['name']}: {summary['metric']} = {r[summary['metric']]}{failed}")
     print(f"report: {summary['report']['html']}")
-    return 0
+    return 1 if any(r.get("error") for r in summary["results"]) else 0
 
 
 if __name__ == "__main__":

@@ -252,6 +252,9 @@ def headline_of(system: dict) -> dict:
         "top3": ch.get("top3"),
         "throughput_mae": tp.get("mae"),
         "throughput_rmse": tp.get("rmse"),
+        # shares of rows with a usable answer: the throughput errors are over those rows only
+        "answered": ch.get("answered"),
+        "throughput_answered": tp.get("answered"),
     }
 
 

@@ -69,7 +69,7 @@ def throughput_metrics(predictions: pl.DataFrame) -> dict:
     answered = pred.is_not_null().to_numpy() & ~np.isnan(pred.fill_null(np.nan).to_numpy())
     truth = predictions["true_throughput"].to_numpy()[answered]
     guess = pred.fill_null(np.nan).to_numpy()[answered]
-    out: dict = {"n_answered": int(answered.sum())}
+    out: dict = {"n_answered": int(answered.sum()), "answered": float(answered.mean())}
     if not len(truth):
         return out | {"mae": None, "rmse": None, "mape": None, "r2": None}
     out["mae"] = float(skm.mean_absolute_error(truth, guess))

@@ -52,26 +52,71 @@ def is_better(metric: str, challenger: float, champion: float) -> bool:
     return challenger < champion if metric in LOWER_IS_BETTER else challenger > champion
 
 
+def coverage(metric: str, metrics: dict | None) -> float | None:
+    """The share of the frozen rows with a usable answer of the kind ``metric`` scores; None
+    when unknown or when the metric scores the model's ranking of the channels (top1_ranked,
+    top3: every row has one, served with ``--fallback ranked``). top1 counts an unanswered
+    row as wrong; the throughput errors are over the answered rows only, so two of them
+    compare only at equal coverage."""
+    if not metrics:
+        return None
+    if metric.startswith("throughput"):
+        return metrics.get("throughput_answered")
+    return metrics.get("answered") if metric == "top1" else None
+
+
 def decide(
     metric: str,
     challenger: float | None,
     champion: float | None,
     has_champion: bool,
+    challenger_coverage: float | None = None,
+    champion_coverage: float | None = None,
+    champion_scored: bool = False,
 ) -> Decision:
-    """Promote the challenger or keep the champion; the reason is written to the registry."""
+    """Promote the challenger or keep the champion; the reason is written to the registry.
+
+    ``*_coverage`` are the shares of rows each answered usably (``coverage``);
+    ``champion_scored`` says the champion's evaluation ran (its score may still be None:
+    it gave no usable answer)."""
     if not _usable(challenger):
         return Decision(
             False, f"the challenger has no {metric} score (it failed or never answered)"
         )
+    if challenger_coverage == 0:
+        return Decision(
+            False,
+            f"the challenger gave no usable answer on the frozen test rows ({metric} "
+            f"{challenger:.4g}); a champion must answer",
+        )
     if not has_champion:
         return Decision(True, f"first champion: {metric} {challenger:.4g}")
     if not _usable(champion):
+        if champion_scored:
+            return Decision(
+                True,
+                f"the champion gave no usable answer for {metric} on the frozen test rows; "
+                f"the challenger scores {challenger:.4g}",
+            )
         return Decision(
             False,
             f"the champion could not be scored on the frozen test rows; it is kept until it "
             f"can be compared (challenger {metric} {challenger:.4g})",
         )
     direction = "lower" if metric in LOWER_IS_BETTER else "higher"
+    fewer = (
+        metric in LOWER_IS_BETTER
+        and challenger_coverage is not None
+        and champion_coverage is not None
+        and challenger_coverage < champion_coverage
+    )
+    if fewer:
+        return Decision(
+            False,
+            f"{metric} {challenger:.4g} is over {challenger_coverage:.0%} of the rows, the "
+            f"champion's {champion:.4g} over {champion_coverage:.0%}: an error over fewer "
+            "answered rows is not better",
+        )
     if is_better(metric, challenger, champion):
         return Decision(
             True,
@@ -169,7 +214,13 @@ def record_decision(path: Path, outcome: dict, champion_seen: str | None, frozen
             )
         else:
             decision = decide(
-                metric, outcome["challenger_score"], outcome["champion_score"], current is not None
+                metric,
+                outcome["challenger_score"],
+                outcome["champion_score"],
+                current is not None,
+                coverage(metric, outcome.get("metrics")),
+                coverage(metric, outcome.get("champion_metrics")),
+                champion_scored=outcome.get("champion_metrics") is not None,
             )
         entry = outcome | {
             "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

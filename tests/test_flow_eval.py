@@ -160,6 +160,34 @@ def test_sweep_flow_ranks_trials_by_the_metric(prefect_harness, small_dataset, t
     assert [r["name"] for r in ranked(fake, "top1")] == ["c", "a", "b"]
     fake = [{"name": "a", "throughput_mae": 9.0}, {"name": "b", "throughput_mae": 3.0}]
     assert [r["name"] for r in ranked(fake, "throughput_mae")] == ["b", "a"]  # lower is better
+    fake = [
+        {"name": "few", "throughput_mae": 1.0, "throughput_answered": 0.01},
+        {"name": "all", "throughput_mae": 5.0, "throughput_answered": 1.0},
+    ]  # an error over 1 % of the rows does not outrank one over all of them
+    assert [r["name"] for r in ranked(fake, "throughput_mae")] == ["all", "few"]
+
+
+def test_a_failed_trial_is_a_row_of_the_sweep_not_its_end(
+    prefect_harness, small_dataset, tmp_path, capsys
+):
+    import torch
+
+    from flows import sweep
+
+    if torch.cuda.is_available():
+        pytest.skip("qlora trains here: no trial fails")
+    args = ["--data-dir", str(small_dataset), "--out-dir", str(tmp_path / "sweep")]
+    args += ["--trial", "mode=qlora", "--trial", "mode=full", "--max-rows", "200"]
+    args += ["--max-steps", "4", "--eval-rows", "30", "--metric", "top1_ranked"]
+    assert sweep.main(args) == 1  # a trial failed
+    out = capsys.readouterr().out
+    assert "mode=qlora: top1_ranked = None (failed: mode qlora needs a CUDA GPU" in out
+    saved = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    by_name = {r["name"]: r for r in saved["results"]}
+    assert by_name["mode=full"]["top1_ranked"] is not None and by_name["mode=full"]["error"] is None
+    assert saved["results"][-1]["name"] == "mode=qlora"  # no score: ranked last
+    report_md = (tmp_path / "sweep" / "report" / "report.md").read_text()
+    assert "## Failed trials" in report_md and "qlora needs a CUDA GPU" in report_md
 
 
 def test_sweep_config_refuses_unknown_or_invalid_settings():

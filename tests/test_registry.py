@@ -36,6 +36,32 @@ def test_promotion_rule(metric, challenger, champion, promote):
     assert metric in decision.reason
 
 
+def test_an_error_over_fewer_answered_rows_does_not_win():
+    """Throughput MAE is over the rows a model answered: 1.0 over 1 % of the rows is not
+    better than 5.0 over all of them."""
+    kept = decide("throughput_mae", 1.0, 5.0, True, challenger_coverage=0.01, champion_coverage=1)
+    assert not kept.promote and "over 1% of the rows" in kept.reason
+    assert decide("throughput_mae", 4.0, 5.0, True, 1.0, 1.0).promote
+    assert decide("throughput_mae", 4.0, 5.0, True, 1.0, 0.5).promote  # more rows, less error
+    # top1 counts an unanswered row as wrong already: no coverage rule, except none at all
+    assert decide("top1", 0.5, 0.4, True, 0.5, 1.0).promote
+    assert not decide("top1", 0.5, None, False, challenger_coverage=0.0).promote
+
+
+def test_a_champion_without_a_usable_answer_loses_but_an_unscored_one_stays():
+    scored = decide("throughput_mae", 70.0, None, True, 1.0, 0.0, champion_scored=True)
+    assert scored.promote and "champion gave no usable answer" in scored.reason
+    assert not decide("throughput_mae", 70.0, None, True, 1.0, None).promote
+
+
+def test_coverage_reads_the_share_the_metric_rests_on():
+    metrics = {"answered": 0.9, "throughput_answered": 0.8}
+    assert registry.coverage("throughput_mae", metrics) == 0.8
+    assert registry.coverage("top1", metrics) == 0.9
+    assert registry.coverage("top1_ranked", metrics) is None  # a ranking answers every row
+    assert registry.coverage("top1", None) is None
+
+
 def test_first_scored_challenger_becomes_champion_but_not_a_failed_one():
     assert decide("top1", 0.01, None, has_champion=False).promote
     assert decide("throughput_mae", 500.0, None, has_champion=False).promote
