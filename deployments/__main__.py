@@ -24,7 +24,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments import pools
 from deployments.steps import HERE
-from flows.cli import fail, run_cli
+from flows.cli import ArgumentParser, fail, run_cli
 
 PREFECT_FILE = HERE / "prefect.yaml"
 
@@ -72,14 +72,20 @@ def run_worker(args: argparse.Namespace, env: dict[str, str]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m deployments", description=__doc__.split("\n")[0])
-    p.add_argument("--api-url", help="Prefect API URL (default: $PREFECT_API_URL)")
+    p = ArgumentParser(prog="python -m deployments", description=__doc__.split("\n")[0])
+    api_help = "Prefect API URL (default: $PREFECT_API_URL)"
+    p.add_argument("--api-url", help=api_help)
+    # --api-url after the command too (`up --api-url URL`); unset there, it keeps the above
+    api = ArgumentParser(add_help=False)
+    api.add_argument("--api-url", default=argparse.SUPPRESS, help=api_help)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("pools", help="create the work pools that are missing")
+    sub.add_parser("pools", help="create the work pools that are missing", parents=[api])
     for name, text in (("deploy", "register deployments"), ("up", "pools, then deployments")):
-        cmd = sub.add_parser(name, help=text + " from prefect.yaml")
+        cmd = sub.add_parser(name, help=text + " from prefect.yaml", parents=[api])
         cmd.add_argument("--name", action="append", default=[], help="a deployment (repeat)")
-    w = sub.add_parser("worker", help="start a process worker for a pool on this machine")
+    w = sub.add_parser(
+        "worker", help="start a process worker for a pool on this machine", parents=[api]
+    )
     w.add_argument("--pool", default=pools.GPU.name, choices=[p.name for p in pools.POOLS])
     w.add_argument("--limit", type=int, default=None, help="concurrent flow runs (default: any)")
     w.add_argument("--name", default=None, help="worker name shown in the UI")
@@ -101,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"{env['PREFECT_API_URL']}: no Prefect API answers there "
                     f"({type(exc).__name__}); start one (prefect server start --host 127.0.0.1) "
                     "or pass --api-url"
+                )
+            except httpx.HTTPStatusError as exc:  # something answers, but not as the API
+                fail(
+                    f"{env['PREFECT_API_URL']}: answered HTTP {exc.response.status_code}, not as "
+                    "a Prefect API; does the URL end in /api, and for a server with auth or "
+                    "Prefect Cloud, are PREFECT_API_AUTH_STRING or PREFECT_API_KEY set?"
                 )
         for name, status in created.items():
             print(f"work pool {name}: {status}")

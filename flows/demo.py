@@ -22,7 +22,7 @@ from flows.cli import ArgumentParser, add_model_options, model_from_options, run
 from flows.data import data_flow
 from flows.evaluate import evaluate_flow, print_result
 from flows.train import train_flow
-from linklm import storage
+from linklm import models, storage
 from linklm.config import (
     DataFlowConfig,
     DemoConfig,
@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m flows.demo", description=__doc__.split("\n")[0])
     add_model_options(parser, DemoConfig)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    result = demo_flow(model_from_options(DemoConfig, args))
+    config = model_from_options(DemoConfig, args)
+    models.resolve(config.model)  # an unknown model fails before any row is made
+    result = demo_flow(config)
     print_result(result)
     print(f"demo finished in {result['demo_seconds']:.0f} s")
     return 0

@@ -142,10 +142,18 @@ def read(path: Path = DEFAULT_PATH) -> dict:
         data = json.loads(path.read_text())
     except ValueError as exc:
         raise RegistryError(f"{path}: not valid JSON ({exc}); restore it from a copy") from None
+    except OSError as exc:  # a folder, no permission
+        raise RegistryError(f"{path}: cannot read the registry ({exc.strerror})") from None
+    if not isinstance(data, dict):
+        raise RegistryError(f"{path}: not a registry (a JSON object); restore it from a copy")
     if data.get("format") != FORMAT_VERSION:
         raise RegistryError(
             f"{path}: registry format {data.get('format')!r}, expected {FORMAT_VERSION}"
         )
+    missing = [k for k in empty() if k not in data]
+    if missing or not isinstance(data["history"], list):
+        what = f"lacks {', '.join(missing)}" if missing else "has a history that is not a list"
+        raise RegistryError(f"{path}: {what}; restore it from a copy")
     return data
 
 

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from flows import data as data_cli
+from flows import demo as demo_cli
 from flows import evaluate as evaluate_cli
 from flows import learning_curve as learning_curve_cli
 from flows import predict as predict_cli
@@ -45,6 +46,7 @@ FLOWS = {  # module -> the flow functions its main() may call
     sweep_cli: ("sweep_flow",),
     retrain_cli: ("retrain_flow",),
     publish_cli: ("publish_flow",),
+    demo_cli: ("demo_flow",),
 }
 FIX = "re-run training or restore the run folder"
 
@@ -218,6 +220,9 @@ CASES = [
         ["--registry", "{junk}/bad.json", "--frozen-dir", f"{T}/f", "--out-dir", f"{T}/o"],
         "bad.json: not valid JSON",
     ),
+    # demo
+    (demo_cli, ["--model", "no-such-model", *OUT], "no-such-model: not a registered name"),
+    (demo_cli, ["--n-rows", "0", *OUT], "invalid option n_rows"),
     # publish
     (publish_cli, [f"{T}/nope", "--repo-id", "me/x", "--dry-run"], "not a finished training run"),
     (publish_cli, [R, "--dry-run"], "the following arguments are required: --repo-id"),

@@ -3,7 +3,10 @@ the pull step, the GPU worker Dockerfile (not built here: no Docker) and the not
 
 import inspect
 import json
+import os
 import re
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -167,3 +170,38 @@ def test_demo_notebook_config_cell_makes_a_valid_demo_config():
     )
     assert config.epochs and config.n_rows > 0
     assert sum("demo_flow(" in "".join(c["source"]) for c in cells) == 1
+
+
+def test_deployments_cli_takes_the_api_url_after_the_command_and_names_a_non_api(tmp_path):
+    """`up --api-url URL` as the README writes it; a URL that answers but not as Prefect's
+    API (a missing /api, a plain web server) is one line, not a traceback."""
+    import http.server
+    import threading
+
+    from deployments.__main__ import _parser
+
+    for argv in (["up", "--api-url", "http://a/api"], ["--api-url", "http://a/api", "up"]):
+        assert _parser().parse_args(argv).api_url == "http://a/api"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    env = dict(
+        os.environ,
+        PREFECT_HOME=str(tmp_path / "home"),
+        PREFECT_CLIENT_MAX_RETRIES="0",
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "deployments", "pools", "--api-url", url],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        server.shutdown()
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {url}: answered HTTP ") and "does the URL end in /api" in line

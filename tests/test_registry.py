@@ -152,6 +152,17 @@ def test_unreadable_registry_is_a_clear_error(tmp_path):
     path.write_text("{not json")
     with pytest.raises(RegistryError, match="not valid JSON"):
         registry.champion(path)
+    for content, message in (
+        ("[]", "not a registry"),
+        ("null", "not a registry"),
+        ('{"format": 1}', "lacks frozen_test, champion, history"),
+        ('{"format": 1, "frozen_test": null, "champion": null, "history": {}}', "not a list"),
+    ):
+        path.write_text(content)
+        with pytest.raises(RegistryError, match=message):
+            registry.champion_run_dir(path)
+    with pytest.raises(RegistryError, match="cannot read the registry"):
+        registry.champion(tmp_path)  # a folder
     assert Path("runs/registry/registry.json") == registry.DEFAULT_PATH
 
 
