@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from flows.cli import ArgumentParser, fail, option_error, run_cli
 from linklm import dataset, export, prompts, schema, shards, simulate, validate
 from linklm.config import DataFlowConfig, GenerationConfig, PromptConfig, SplitConfig
-from linklm.errors import LinkLMError
+from linklm.errors import LinkLMError, first_line
 from tasks import data as t
 from tasks import storage as t_storage
 
@@ -169,8 +169,7 @@ def check_dask_scheduler(address: str, timeout_s: float = 10.0) -> None:
     try:
         Client(address, timeout=timeout_s).close()
     except (OSError, TimeoutError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        fail(f"--dask-address {address}: no Dask scheduler answers there ({first})")
+        fail(f"--dask-address {address}: no Dask scheduler answers there ({first_line(exc)})")
 
 
 def run_data_flow(

@@ -21,7 +21,7 @@ from flows.cli import ArgumentParser, fail, run_cli
 from flows.experiments import ensure_data, train_and_evaluate
 from linklm import atomic, charts, evaluate, models, registry, report, summaries
 from linklm.config import LOWER_IS_BETTER, SweepConfig, TrainConfig
-from linklm.errors import LinkLMError
+from linklm.errors import LinkLMError, first_line
 from tasks import storage as t_storage
 
 RESULT_FILE = "sweep.json"
@@ -56,9 +56,8 @@ class SweepError(LinkLMError):
 def failed_row(exc: BaseException) -> dict:
     """A trial that failed: no figures, and the first line of why (a failed training or
     evaluation subflow raises in the sweep; the next trial still runs)."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     figures = ("run_dir", "train_rows", "steps", "train_seconds", "final_eval_loss", "report")
-    return dict.fromkeys(figures) | evaluate.headline_of({}) | {"error": first}
+    return dict.fromkeys(figures) | evaluate.headline_of({}) | {"error": first_line(exc)}
 
 
 def ranked(results: list[dict], metric: str) -> list[dict]:

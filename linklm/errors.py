@@ -10,6 +10,12 @@ class LinkLMError(Exception):
     """Base of every error the platform raises on purpose."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (or its type's name): a library's message can run to
+    screens, and an error here is one line."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class DatasetError(LinkLMError):
     """A dataset folder is missing, corrupt, busy or made with another config."""
 

@@ -30,7 +30,7 @@ from transformers import (
 )
 
 from linklm import numtok
-from linklm.errors import LinkLMError
+from linklm.errors import LinkLMError, first_line
 from linklm.formats import FILE as PROMPT_FILE
 from linklm.formats import PromptFormat
 
@@ -386,7 +386,7 @@ def load(
         )
     # damage check_folder cannot see: well-formed files with the wrong content
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ModelError(f"{name_or_path}: cannot load model or tokenizer ({first}){fix}") from None
     missing = sorted(info.get("missing_keys") or ())
     if missing and _from_run(Path(source)):  # transformers would fill them with random values

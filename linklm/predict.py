@@ -25,8 +25,8 @@ import numpy as np
 import polars as pl
 
 from linklm import answers, baselines, models, reader, rules, schema
-from linklm.errors import LinkLMError, SchemaError
-from linklm.predict_io import check_protocol, first_line
+from linklm.errors import LinkLMError, SchemaError, first_line
+from linklm.predict_io import check_protocol
 from linklm.train import RUN_FILE, run_weights
 
 Fallback = Literal["none", "heuristic", "ranked"]

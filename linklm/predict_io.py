@@ -10,12 +10,7 @@ import fsspec
 import polars as pl
 
 from linklm import atomic
-from linklm.errors import SchemaError
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's first line: libraries' messages can run to many."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+from linklm.errors import SchemaError, first_line
 
 
 def check_protocol(url: str) -> None:
