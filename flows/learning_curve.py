@@ -17,7 +17,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
-from flows.experiments import ensure_data, train_and_evaluate
+from flows.experiments import (
+    ExperimentError,
+    ensure_data,
+    failed_trial,
+    failures_markdown,
+    train_and_evaluate,
+)
 from linklm import atomic, charts, evaluate, models, report, summaries
 from linklm.config import LearningCurveConfig, TrainConfig
 from tasks import storage as t_storage
@@ -55,6 +61,7 @@ def markdown(config: LearningCurveConfig, points: list[dict], references: list[d
         + summaries.table(["train rows", *summaries.TRIAL_HEADER], rows)
         + "\n## Reference lines\n\n"
         + summaries.table(["system", "channel top-1", "throughput MAE"], refs)
+        + failures_markdown(points, "train_rows")
     )
 
 
@@ -66,8 +73,12 @@ def learning_curve_flow(config: LearningCurveConfig = LearningCurveConfig()) -> 
     points, result = [], None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for size in config.sizes:
-        row, result = train_and_evaluate(train_config(config, size, stamp), config)
-        points.append(row | {"system": evaluate.MODEL})
+        try:
+            row, result = train_and_evaluate(train_config(config, size, stamp), config)
+        except Exception as exc:  # noqa: BLE001 (one failed point is a row, not the curve's end)
+            row = failed_trial(exc) | {"train_rows": size}
+            logger.error("%d rows failed: %s", size, row["error"])
+        points.append({"error": None} | row | {"system": evaluate.MODEL})
         logger.info(
             "%d rows: top-1 %s, throughput MAE %s", size, row["top1"], row["throughput_mae"]
         )
@@ -75,6 +86,8 @@ def learning_curve_flow(config: LearningCurveConfig = LearningCurveConfig()) -> 
             logger.warning(
                 "only %d training rows exist; larger sizes repeat them", row["train_rows"]
             )
+    if result is None:
+        raise ExperimentError(f"every point failed; the first: {points[0]['error']}")
     refs = evaluate.references(result)
     text = markdown(config, points, refs)
     paths = report.write_report(
@@ -116,9 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     models.resolve(config.model)  # fail before Prefect starts (and before data is built)
     summary = learning_curve_flow(config)
     for p in summary["points"]:
-        print(f"{p['train_rows']:>8} rows: top-1 {p['top1']}, throughput MAE {p['throughput_mae']}")
+        failed = f" (failed: {p['error']})" if p["error"] else ""
+        print(
+            f"{p['train_rows']:>8} rows: top-1 {p['top1']}, throughput MAE "
+            f"{p['throughput_mae']}{failed}"
+        )
     print(f"report: {summary['report']['html']}")
-    return 0
+    return 1 if any(p["error"] for p in summary["points"]) else 0
 
 
 if __name__ == "__main__":

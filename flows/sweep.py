@@ -18,10 +18,15 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, fail, run_cli
-from flows.experiments import ensure_data, train_and_evaluate
+from flows.experiments import (
+    ExperimentError,
+    ensure_data,
+    failed_trial,
+    failures_markdown,
+    train_and_evaluate,
+)
 from linklm import atomic, charts, evaluate, models, registry, report, summaries
 from linklm.config import LOWER_IS_BETTER, SweepConfig, TrainConfig
-from linklm.errors import LinkLMError, first_line
 from tasks import storage as t_storage
 
 RESULT_FILE = "sweep.json"
@@ -49,17 +54,6 @@ def train_config(config: SweepConfig, index: int, trial: dict, stamp: str) -> Tr
     return TrainConfig(**(settings | trial))
 
 
-class SweepError(LinkLMError):
-    """No trial of the sweep trained and evaluated."""
-
-
-def failed_row(exc: BaseException) -> dict:
-    """A trial that failed: no figures, and the first line of why (a failed training or
-    evaluation subflow raises in the sweep; the next trial still runs)."""
-    figures = ("run_dir", "train_rows", "steps", "train_seconds", "final_eval_loss", "report")
-    return dict.fromkeys(figures) | evaluate.headline_of({}) | {"error": first_line(exc)}
-
-
 def ranked(results: list[dict], metric: str) -> list[dict]:
     """Best first; trials without the metric last. An error metric (throughput MAE) is over
     the rows a trial answered, so trials that answered more rows rank first."""
@@ -74,12 +68,11 @@ def ranked(results: list[dict], metric: str) -> list[dict]:
 
 def markdown(config: SweepConfig, results: list[dict]) -> str:
     rows = [[i + 1, r["name"], *summaries.trial_cells(r)] for i, r in enumerate(results)]
-    failed = [f"- {r['name']}: failed: {r['error']}" for r in results if r.get("error")]
     return (
         f"# Sweep: {len(results)} trials of {config.model}, ranked by {config.metric}\n\n"
         f"Every trial is evaluated on the same {config.eval_rows:,} test rows.\n\n"
         + summaries.table(["rank", "trial", *summaries.TRIAL_HEADER], rows)
-        + ("\n## Failed trials\n\n" + "\n".join(failed) + "\n" if failed else "")
+        + failures_markdown(results, "name")
     )
 
 
@@ -94,12 +87,12 @@ def sweep_flow(config: SweepConfig = SweepConfig()) -> dict:  # noqa: B008 (UI f
         try:
             row, result = train_and_evaluate(train_config(config, index, trial, stamp), config)
         except Exception as exc:  # noqa: BLE001 (one failed trial is a row, not the sweep's end)
-            row = failed_row(exc)
+            row = failed_trial(exc)
             logger.error("%s failed: %s", trial_name(trial), row["error"])
         results.append({"name": trial_name(trial), "settings": trial, "error": None} | row)
         logger.info("%s: %s = %s", trial_name(trial), config.metric, row[config.metric])
     if result is None:
-        raise SweepError(f"every trial failed; the first: {results[0]['error']}")
+        raise ExperimentError(f"every trial failed; the first: {results[0]['error']}")
     results = ranked(results, config.metric)
     paths = report.write_report(
         config.out_dir / "report",

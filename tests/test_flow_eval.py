@@ -134,6 +134,24 @@ def test_learning_curve_flow_one_point_per_size(prefect_harness, small_dataset, 
     md = Path(summary["report"]["md"]).read_text()
     assert "| 64 |" in md and "charts/learning_curve_top1_ranked.png" in md
     assert "learning-curve" in _artifact_keys()
+    assert [p["error"] for p in summary["points"]] == [None, None]
+
+
+def test_a_learning_curve_whose_every_point_fails_says_why(
+    prefect_harness, small_dataset, tmp_path
+):
+    import torch
+
+    from flows.experiments import ExperimentError
+    from flows.learning_curve import learning_curve_flow
+
+    if torch.cuda.is_available():
+        pytest.skip("qlora trains here")
+    config = LearningCurveConfig(
+        data_dir=small_dataset, out_dir=tmp_path / "lc", sizes=(64, 128), mode="qlora"
+    )
+    with pytest.raises(ExperimentError, match="every point failed; the first: mode qlora needs"):
+        learning_curve_flow(config)
 
 
 def test_sweep_flow_ranks_trials_by_the_metric(prefect_harness, small_dataset, tmp_path):
