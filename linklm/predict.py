@@ -168,7 +168,7 @@ def _text_of_csv(data: bytes, source: str) -> pl.DataFrame:
     except UnicodeDecodeError as exc:
         raise SchemaError(f"{source}: not UTF-8 text (byte {exc.start})") from None
     try:
-        return pl.read_csv(data, infer_schema=False)
+        return reader.without_trailing_blank_lines(pl.read_csv(data, infer_schema=False))
     except pl.exceptions.PolarsError as exc:
         raise SchemaError(f"{source}: not a readable CSV ({str(exc).splitlines()[0]})") from None
 

@@ -56,6 +56,15 @@ def check_columns(columns: list[str], source: str) -> None:
         )
 
 
+def without_trailing_blank_lines(frame: pl.DataFrame) -> pl.DataFrame:
+    """The CSV's rows without the empty ones at its end: polars reads a trailing blank line
+    (an editor's habit) as a row of nulls, which would count as a bad row. A blank line
+    between rows stays a row, so every row keeps its number."""
+    blank = frame.select(pl.all_horizontal(pl.all().is_null())).to_series()
+    filled = (~blank).arg_true()
+    return frame.head(int(filled[-1]) + 1 if filled.len() else 0)
+
+
 def read_csv_text(path: Path) -> pl.DataFrame:
     """Every cell as text, header checked; a clear error for empty or non-UTF-8 files."""
     if not path.exists():
@@ -72,7 +81,7 @@ def read_csv_text(path: Path) -> pl.DataFrame:
             f"{path}: not UTF-8 text (byte {exc.start}, line {line}); re-save it as UTF-8"
         ) from None
     try:
-        frame = pl.read_csv(raw, infer_schema=False)
+        frame = without_trailing_blank_lines(pl.read_csv(raw, infer_schema=False))
     except pl.exceptions.PolarsError as exc:
         raise SchemaError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     check_columns(frame.columns, str(path))

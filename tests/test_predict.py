@@ -339,6 +339,7 @@ def test_predicts_a_csv_written_by_plain_python(predictor, small_dataset, tmp_pa
                 zip(r["available_channels_mhz"], r["spectral_scan_dbm"], strict=True)
             )
             writer.writerow([str(r[c]) for c in columns])  # str(): Python's own literals
+        fh.write("\n\n")  # trailing blank lines are no links
     result = predictor.predict_source(str(path))
     assert result.problems.height == 0 and result.rows.height == 12
     assert result.rows["scenario_id"].to_list() == list(range(1, 13))  # numbered 1..n

@@ -191,6 +191,18 @@ def test_parquet_in_the_working_schema_is_accepted(small_dataset, tmp_path):
         validate.validate_path(bad)
 
 
+def test_trailing_blank_lines_are_not_rows_but_a_blank_line_between_rows_is(good_text, tmp_path):
+    path = _write(good_text.head(5), tmp_path)
+    path.write_text(path.read_text() + "\n\n")  # an editor's trailing blank lines
+    result = validate.validate_path(path, tmp_path / "r1")
+    assert (result.rows, result.bad_rows) == (5, 0)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines[:3], "", *lines[3:]]) + "\n")
+    result = validate.validate_path(path, tmp_path / "r2")
+    assert (result.rows, result.bad_rows) == (6, 1)  # row 2 is the blank line, and says so
+    assert set(result.problems.filter(pl.col("severity") == "error")["row"]) == {2}
+
+
 def test_an_id_beyond_64_bits_or_negative_is_a_bad_row(good_text, tmp_path):
     result, errors = _problems_for(_set(good_text, 3, "scenario_id", "9" * 20), tmp_path)
     assert result.bad_rows == 1 and errors["row"].to_list() == [3]
