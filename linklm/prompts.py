@@ -147,6 +147,9 @@ def render_answers(df: pl.DataFrame, target: str = "both") -> pl.Series:
     )["answer"]
 
 
+GRID = frozenset(schema.CHANNEL_GRID_MHZ)
+
+
 class AnswerError(ValueError):
     """A model answer that is not the JSON object the prompt asked for."""
 
@@ -168,15 +171,18 @@ def parse_answer(text: str, target: str = "both") -> dict[str, float | int]:
     out: dict[str, float | int] = {}
     for key in keys:
         value = obj[key]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise AnswerError(f"answer {key}={value!r} is not a finite number")
+        try:  # a JSON integer of hundreds of digits overflows a float
+            finite = not isinstance(value, bool) and isinstance(value, int | float)
+            finite = finite and math.isfinite(value)
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise AnswerError(f"answer {key}={str(value)[:40]} is not a finite number")
         if key == "recommended_channel_mhz":
-            if value != int(value):
-                raise AnswerError(f"answer {key}={value!r} is not a whole MHz value")
+            if value not in GRID:  # as the number-token answers: a channel of the 5 GHz grid
+                raise AnswerError(f"answer {key}={value!r} is not a channel of the 5 GHz grid")
             value = int(value)
+        elif value < 0:
+            raise AnswerError(f"answer {key}={value!r} is negative")
         out[key] = value
     return out

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from linklm import physics, reader, schema
+from linklm import numtok, physics, reader, schema
 
 TOL = 0.051  # stored inputs are rounded to 0.1; allow that rounding in range checks
 LABEL_TOL = {
@@ -173,6 +173,15 @@ def row_checks() -> list[Check]:
             (pl.col("spectral_scan_dbm").list.min() - pl.col("noise_floor_dbm"))
             >= schema.SCAN_FLOOR_OFFSET_DB - TOL,
             "a reading is less than noise_floor_dbm + 2 dB",
+        ),
+        Check(
+            "spectral_scan_dbm",
+            "table",
+            (pl.col("spectral_scan_dbm").list.max() - pl.col("noise_floor_dbm"))
+            <= numtok.LEVEL_MAX / 10 + TOL,
+            f"a reading is more than {numtok.LEVEL_MAX / 10} dB above noise_floor_dbm: beyond "
+            "the generator's readings, and the default model's prompt clips it there",
+            "warning",
         ),
         Check(
             "image_obstruction_type",

@@ -100,6 +100,9 @@ def test_answers_round_trip(rows, target):
         '{"recommended_channel_mhz": 5180}',
         '{"recommended_channel_mhz": 5180, "expected_throughput_mbps": NaN}',
         '{"recommended_channel_mhz": true, "expected_throughput_mbps": 1.0}',
+        '{"recommended_channel_mhz": 5181, "expected_throughput_mbps": 1.0}',  # off the grid
+        '{"recommended_channel_mhz": 5180, "expected_throughput_mbps": -3}',
+        '{"recommended_channel_mhz": 5180, "expected_throughput_mbps": 1' + "0" * 400 + "}",
     ],
 )
 def test_malformed_answers_raise(text):

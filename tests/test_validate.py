@@ -269,6 +269,22 @@ def test_tampered_dataset_folder_is_not_validated(small_dataset, tmp_path):
         validate.validate_path(copy)
 
 
+def test_a_reading_the_prompt_would_clip_is_a_warning(small_dataset, tmp_path):
+    rows = pl.read_parquet(dataset.chunk_paths(small_dataset)[0]).head(10)
+    row = rows.row(7, named=True)
+    scan, channels = list(row["spectral_scan_dbm"]), row["available_channels_mhz"]
+    other = next(i for i, c in enumerate(channels) if c != row["recommended_channel_mhz"])
+    scan[other] = row["noise_floor_dbm"] + 30.0  # louder: the recommendation stands
+    values = rows["spectral_scan_dbm"].to_list()
+    values[7] = scan
+    loud = rows.with_columns(pl.Series("spectral_scan_dbm", values))
+    result = validate.validate_path(_write(to_seed_csv_frame(loud), tmp_path))
+    assert result.bad_rows == 0
+    warnings = result.problems.filter(pl.col("severity") == "warning")
+    assert warnings.select("row", "column", "check").rows() == [(7, "spectral_scan_dbm", "table")]
+    assert "prompt clips it" in warnings["message"][0]
+
+
 def test_value_outside_the_generators_table_is_a_warning_not_an_error(good_text, tmp_path):
     row = good_text.row(6, named=True)
     env = (row["environment_type"], row["area_density"])
