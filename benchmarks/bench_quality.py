@@ -74,7 +74,8 @@ def _step_time(config: TrainConfig, prepared: train.Prepared, work: Path) -> tup
 
 def _train_for(config: TrainConfig, budget_s: float, work: Path, max_steps: int = 0):
     """Calibrate the step time, then train for ``budget_s`` with the schedule spanning it
-    (or, with ``max_steps``, train exactly that many steps)."""
+    (or, with ``max_steps``, train exactly that many steps). Returns the trainer, its
+    prepared data and the seconds of that training alone (no calibration, no preparing)."""
     if max_steps:
         steps, callbacks = max_steps, []
     else:
@@ -89,8 +90,9 @@ def _train_for(config: TrainConfig, budget_s: float, work: Path, max_steps: int 
     config = config.model_copy(update={"max_steps": steps, "warmup_steps": min(100, steps // 10)})
     prepared = train.prepare(config)  # fresh weights: calibration trained the first copy
     trainer = train.build_trainer(config, prepared, work / config.run_name, callbacks=callbacks)
+    began = time.perf_counter()
     trainer.train()
-    return trainer, prepared
+    return trainer, prepared, time.perf_counter() - began
 
 
 def _build_variant(changes: list[str], folder: Path) -> Path:
@@ -202,14 +204,14 @@ def main() -> None:
     stage_s = min(args.channel_stage_s, args.budget_s)
     if stage_s > 0:  # stage 1: the channel alone, saved, then the full answer from there
         first = config.model_copy(update={"target": "channel", "run_name": "stage1"})
-        trainer, prepared = _train_for(first, stage_s, work)
-        train.save_run(first, prepared, trainer, work / "stage1", stage_s)
+        trainer, prepared, first_s = _train_for(first, stage_s, work)
+        train.save_run(first, prepared, trainer, work / "stage1", first_s)
         config = config.model_copy(update={"model": str(work / "stage1" / "model")})
-    trainer, prepared = _train_for(config, args.budget_s - stage_s, work, args.max_steps)
+    trainer, prepared, train_s = _train_for(config, args.budget_s - stage_s, work, args.max_steps)
     seconds = time.perf_counter() - started
     tokens = trainer.state.num_input_tokens_seen
     if args.keep:
-        train.save_run(config, prepared, trainer, args.keep, seconds)
+        train.save_run(config, prepared, trainer, args.keep, train_s)
 
     test = examples.split_rows(data_dir, "test", args.test_rows)
     train_rows = examples.split_rows(data_dir, "train", args.train_rows)
@@ -227,7 +229,8 @@ def main() -> None:
 
     print(
         (f"stage 1: channel alone for {stage_s:.0f} s; stage 2: " if stage_s > 0 else "")
-        + f"trained {trainer.state.global_step} steps in {seconds:.0f} s ({tokens / seconds:,.0f} tokens/s), "
+        + f"trained {trainer.state.global_step} steps in {train_s:.0f} s ({tokens / train_s:,.0f} "
+        f"tokens/s; {seconds:.0f} s in all with preparing and calibrating), "
         f"{len(prepared.train_set)} train examples ({args.train_rows} rows, "
         f"{args.augment_copies} + {args.shift_copies} augmented copies each), target {args.target}, weights channel {args.channel_weight} "
         f"throughput {args.throughput_weight}; {len(test)} test rows"

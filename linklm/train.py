@@ -261,15 +261,21 @@ class ProgressLog(TrainerCallback):
     """Step, loss and tokens/s in the log (a Prefect flow shows it in the run's logs).
 
     It counts from the start of this session's training: a resumed run's state already holds
-    the tokens of the steps before the checkpoint, which this session did not spend time on."""
+    the tokens of the steps before the checkpoint, which this session did not spend time on.
+    The validation passes' seconds are counted apart, so tokens/s is training's alone."""
 
     def __init__(self):
         self.started = time.perf_counter()
         self.tokens_at_start = 0
+        self.eval_seconds = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.perf_counter()
         self.tokens_at_start = state.num_input_tokens_seen or 0
+        self.eval_seconds = 0.0
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.eval_seconds += (metrics or {}).get("eval_runtime", 0.0)
 
     def session_tokens(self, state) -> int:
         """Training tokens this session has seen (not the resumed steps')."""
@@ -277,7 +283,7 @@ class ProgressLog(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
-        seconds = max(time.perf_counter() - self.started, 1e-9)
+        seconds = max(time.perf_counter() - self.started - self.eval_seconds, 1e-9)
         tokens = self.session_tokens(state)
         parts = [f"step {state.global_step}/{state.max_steps}"]
         parts += [f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "eval_loss")]
@@ -539,6 +545,8 @@ def save_run(
     train_losses = [h["loss"] for h in history if "loss" in h]
     eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
     tokens = trainer.progress.session_tokens(trainer.state)
+    eval_seconds = trainer.progress.eval_seconds
+    train_only = seconds - eval_seconds  # tokens/s of training, without the validation passes
     summary = {
         "run_dir": str(run_dir),
         "model_dir": str(model_dir),
@@ -548,7 +556,8 @@ def save_run(
         "train_rows": len(prepared.train_set),
         "steps": trainer.state.global_step,
         "train_seconds": round(seconds, 1),
-        "tokens_per_second": round(tokens / seconds, 1) if seconds else None,
+        "eval_seconds": round(eval_seconds, 1),
+        "tokens_per_second": round(tokens / train_only, 1) if train_only > 0 else None,
         "first_train_loss": train_losses[0] if train_losses else None,
         "final_train_loss": train_losses[-1] if train_losses else None,
         "final_eval_loss": eval_losses[-1] if eval_losses else None,

@@ -108,6 +108,11 @@ def test_each_cpu_mode_trains_and_its_loss_falls(small_dataset, tmp_path, mode):
     assert resumed.data_dir == small_dataset and resumed.max_rows == config.max_rows
     history = json.loads((run / "history.json").read_text())
     assert any("eval_loss" in h for h in history)
+    # tokens/s is training's alone: the validation passes' seconds are counted apart
+    tokens = max(h.get("num_input_tokens_seen", 0) for h in history)
+    assert 0 < saved["eval_seconds"] < saved["train_seconds"]
+    training_s = saved["train_seconds"] - saved["eval_seconds"]
+    assert saved["tokens_per_second"] * training_s == pytest.approx(tokens, rel=0.1)
     reloaded = models.load(str(run / "model"))
     assert reloaded.prompt_format.kind == "numtok-v1"
     rows = examples.split_rows(small_dataset, "test", max_rows=4)
