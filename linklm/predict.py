@@ -26,7 +26,7 @@ import polars as pl
 
 from linklm import answers, baselines, models, reader, rules, schema
 from linklm.errors import LinkLMError, SchemaError, first_line
-from linklm.predict_io import check_protocol
+from linklm.predict_io import check_protocol, local_path
 from linklm.train import RUN_FILE, run_weights
 
 Fallback = Literal["none", "heuristic", "ranked"]
@@ -97,10 +97,10 @@ def check_source(source: str) -> None:
     input column (remote inputs: their filesystem package here; the rest when read)."""
     if source == "-":
         return
-    if "://" in source and not source.startswith("file://"):
+    path = local_path(source)
+    if path is None:
         check_protocol(source)
         return
-    path = Path(source.removeprefix("file://"))
     if not path.exists():
         raise SchemaError(f"{source}: file not found")
     if path.is_dir():

@@ -13,6 +13,13 @@ from linklm import atomic
 from linklm.errors import SchemaError, first_line
 
 
+def local_path(location: str) -> Path | None:
+    """The local file a path or ``file://`` URL names; None for another fsspec URL."""
+    if "://" in location and not location.startswith("file://"):
+        return None
+    return Path(location.removeprefix("file://"))
+
+
 def check_protocol(url: str) -> None:
     """An fsspec URL whose filesystem package is missing (s3fs for s3://...), named."""
     protocol = url.split("://", 1)[0]
@@ -27,10 +34,10 @@ def check_output(output: str) -> None:
     URL whose filesystem package is missing)."""
     if output == "-":
         return
-    if "://" in output and not output.startswith("file://"):
+    path = local_path(output)
+    if path is None:
         check_protocol(output)
-        return
-    if Path(output.removeprefix("file://")).is_dir():
+    elif path.is_dir():
         raise SchemaError(f"{output}: a folder; --output takes a file (.csv, .jsonl or .parquet)")
 
 
@@ -53,11 +60,11 @@ def write_answers(frame: pl.DataFrame, output: str) -> str:
         return output
     suffix = Path(output.split("?")[0]).suffix.lower()
     data = _bytes(frame, suffix)
-    if "://" in output and not output.startswith("file://"):
+    path = local_path(output)
+    if path is None:
         with fsspec.open(output, "wb") as fh:  # object stores write whole objects anyway
             fh.write(data)
         return output
-    path = Path(output.removeprefix("file://"))
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic.atomic_open(path, "wb") as fh:
         fh.write(data)
