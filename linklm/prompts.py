@@ -147,9 +147,6 @@ def render_answers(df: pl.DataFrame, target: str = "both") -> pl.Series:
     )["answer"]
 
 
-GRID = frozenset(schema.CHANNEL_GRID_MHZ)
-
-
 class AnswerError(ValueError):
     """A model answer that is not the JSON object the prompt asked for."""
 
@@ -179,7 +176,7 @@ def parse_answer(text: str, target: str = "both") -> dict[str, float | int]:
         if not finite:
             raise AnswerError(f"answer {key}={str(value)[:40]} is not a finite number")
         if key == "recommended_channel_mhz":
-            if value not in GRID:  # as the number-token answers: a channel of the 5 GHz grid
+            if value not in schema.CHANNEL_GRID_MHZ:  # as numtok's parser: a 5 GHz channel
                 raise AnswerError(f"answer {key}={value!r} is not a channel of the 5 GHz grid")
             value = int(value)
         elif value < 0:
