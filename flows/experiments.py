@@ -22,6 +22,15 @@ def failures_markdown(rows: list[dict], label: str) -> str:
     return "\n## Failed trials\n\n" + "\n".join(failed) + "\n" if failed else ""
 
 
+def attempt(train_config: TrainConfig, config: ExperimentBase) -> tuple[dict, dict | None]:
+    """``train_and_evaluate``, or the failed trial's row and no result when one of its
+    subflows raised: one failed trial is a row of the experiment, not its end."""
+    try:
+        return train_and_evaluate(train_config, config)
+    except Exception as exc:  # noqa: BLE001 (any failure of the trial's subflows)
+        return failed_trial(exc), None
+
+
 def failed_trial(exc: BaseException) -> dict:
     """The row of a trial that failed: no figures, and the first line of why (its training
     or evaluation subflow raised; the experiment goes on with the next trial)."""

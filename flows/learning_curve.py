@@ -17,13 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
-from flows.experiments import (
-    ExperimentError,
-    ensure_data,
-    failed_trial,
-    failures_markdown,
-    train_and_evaluate,
-)
+from flows.experiments import ExperimentError, attempt, ensure_data, failures_markdown
 from linklm import atomic, charts, evaluate, models, report, summaries
 from linklm.config import LearningCurveConfig, TrainConfig
 from tasks import storage as t_storage
@@ -73,10 +67,10 @@ def learning_curve_flow(config: LearningCurveConfig = LearningCurveConfig()) -> 
     points, result = [], None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for size in config.sizes:
-        try:
-            row, result = train_and_evaluate(train_config(config, size, stamp), config)
-        except Exception as exc:  # noqa: BLE001 (one failed point is a row, not the curve's end)
-            row = failed_trial(exc) | {"train_rows": size}
+        row, evaluated = attempt(train_config(config, size, stamp), config)
+        result = evaluated or result  # the baselines' rows are the same for every point
+        if evaluated is None:
+            row["train_rows"] = size
             logger.error("%d rows failed: %s", size, row["error"])
         points.append({"error": None} | row | {"system": evaluate.MODEL})
         logger.info(

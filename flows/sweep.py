@@ -18,13 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, fail, run_cli
-from flows.experiments import (
-    ExperimentError,
-    ensure_data,
-    failed_trial,
-    failures_markdown,
-    train_and_evaluate,
-)
+from flows.experiments import ExperimentError, attempt, ensure_data, failures_markdown
 from linklm import atomic, charts, evaluate, models, registry, report, summaries
 from linklm.config import LOWER_IS_BETTER, SweepConfig, TrainConfig
 from tasks import storage as t_storage
@@ -84,10 +78,9 @@ def sweep_flow(config: SweepConfig = SweepConfig()) -> dict:  # noqa: B008 (UI f
     results, result = [], None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for index, trial in enumerate(config.expanded()):
-        try:
-            row, result = train_and_evaluate(train_config(config, index, trial, stamp), config)
-        except Exception as exc:  # noqa: BLE001 (one failed trial is a row, not the sweep's end)
-            row = failed_trial(exc)
+        row, evaluated = attempt(train_config(config, index, trial, stamp), config)
+        result = evaluated or result  # the baselines' rows are the same for every trial
+        if evaluated is None:
             logger.error("%s failed: %s", trial_name(trial), row["error"])
         results.append({"name": trial_name(trial), "settings": trial, "error": None} | row)
         logger.info("%s: %s = %s", trial_name(trial), config.metric, row[config.metric])
