@@ -19,6 +19,7 @@ from prefect.artifacts import create_link_artifact
 
 from flows.cli import ArgumentParser, run_cli
 from linklm import models, publish
+from linklm.errors import first_line
 from tasks import predict as t
 from tasks import secrets
 
@@ -68,7 +69,7 @@ def check_repo_id(repo_id: str) -> None:
         if repo_id.count("/") != 1:
             raise HFValidationError("expected owner/name")
     except HFValidationError as exc:
-        reason = str(exc).splitlines()[0]
+        reason = first_line(exc)
         raise publish.PublishError(f"--repo-id {repo_id!r}: not a Hub repo id ({reason})") from None
 
 

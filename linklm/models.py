@@ -272,7 +272,7 @@ def _json_problem(path: Path) -> str | None:
             return None if ok else "truncated (does not end with '}')"
         json.loads(path.read_bytes())
     except (ValueError, OSError) as exc:
-        return f"truncated or not JSON ({str(exc).splitlines()[0]})"
+        return f"truncated or not JSON ({first_line(exc)})"
     return None
 
 
@@ -314,7 +314,7 @@ def _folder_problem(folder: Path) -> str | None:
         try:
             PromptFormat.load(folder)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            return f"{folder / PROMPT_FILE}: unreadable ({str(exc).splitlines()[0]})"
+            return f"{folder / PROMPT_FILE}: unreadable ({first_line(exc)})"
     weights = [folder / n for n in WEIGHT_FILES if (folder / n).exists()]
     if (folder / SHARD_INDEX).exists():
         shards = set(json.loads((folder / SHARD_INDEX).read_text()).get("weight_map", {}).values())

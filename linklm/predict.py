@@ -170,7 +170,7 @@ def _text_of_csv(data: bytes, source: str) -> pl.DataFrame:
     try:
         return reader.without_trailing_blank_lines(pl.read_csv(data, infer_schema=False))
     except pl.exceptions.PolarsError as exc:
-        raise SchemaError(f"{source}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+        raise SchemaError(f"{source}: not a readable CSV ({first_line(exc)})") from None
 
 
 def read_links_text(source: str) -> pl.DataFrame:

@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from linklm import schema
-from linklm.errors import SchemaError
+from linklm.errors import SchemaError, first_line
 
 NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 LIST_RE = rf"^\[\s*(?:{NUM}(?:\s*,\s*{NUM})*)?\s*\]$"
@@ -83,7 +83,7 @@ def read_csv_text(path: Path) -> pl.DataFrame:
     try:
         frame = without_trailing_blank_lines(pl.read_csv(raw, infer_schema=False))
     except pl.exceptions.PolarsError as exc:
-        raise SchemaError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+        raise SchemaError(f"{path}: not a readable CSV ({first_line(exc)})") from None
     check_columns(frame.columns, str(path))
     if frame.height == 0:
         raise SchemaError(f"{path}: header only, no rows")
@@ -276,9 +276,7 @@ def typed_from_parquet(path: Path) -> pl.DataFrame:
     try:
         frame = pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise SchemaError(
-            f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})"
-        ) from None
+        raise SchemaError(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
     check_columns(frame.columns, str(path))
     if frame.height == 0:
         raise SchemaError(f"{path}: no rows")
