@@ -56,14 +56,22 @@ class FixedLengthCollator(examples.LeftPadCollator):
 
 
 class PaddingMeter:
+    """Counts real and padded tokens per collated batch. The data loader collates one batch
+    ahead of the step that uses it, so only the first ``batches`` collated ones were trained on."""
+
     def __init__(self, collator):
-        self.collator, self.real, self.total = collator, 0, 0
+        self.collator, self.counts = collator, []
 
     def __call__(self, features):
         batch = self.collator(features)
-        self.real += int(batch["attention_mask"].sum())
-        self.total += batch["attention_mask"].numel()
+        mask = batch["attention_mask"]
+        self.counts.append((int(mask.sum()), mask.numel()))
         return batch
+
+    def trained(self, batches: int) -> tuple[int, int]:
+        """(real, total) tokens of the batches the optimizer steps consumed."""
+        used = self.counts[:batches]
+        return sum(r for r, _ in used), sum(t for _, t in used)
 
 
 def run_variant(
@@ -97,12 +105,15 @@ def run_variant(
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
+    real, total = meter.trained(
+        trainer.state.global_step * trainer.args.gradient_accumulation_steps
+    )
     return {
         "variant": variant,
         "steps": steps,
         "seconds": seconds,
-        "real_tokens_per_s": meter.real / seconds,
-        "padding_share": 1 - meter.real / meter.total,
+        "real_tokens_per_s": real / seconds,
+        "padding_share": 1 - real / total,
         "peak_rss_mb": train.peak_memory_mb()["rss"],
     }
 

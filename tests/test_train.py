@@ -1,6 +1,8 @@
 """Training on the offline default model: every CPU mode learns, resume equals no interruption."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,12 +86,26 @@ def test_prompt_plus_answer_is_the_chat_template_of_the_conversation(small_datas
         assert loaded.tokenizer.decode(answer_ids) == f"{answers[i]} <end_of_turn>"
 
 
+class _AfterTrainingMemory(TrainerCallback):
+    """Once training has ended, touches enough memory to lift the process's peak by 400 MB,
+    as loading a float base for the merged export does; ``peak_at_end`` is the peak before."""
+
+    peak_at_end: float = 0.0
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.peak_at_end = train.peak_memory_mb()["rss"]
+        resident = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGESIZE")
+        block = torch.ones(int(self.peak_at_end * 2**20 - resident + 400 * 2**20) // 4)
+        del block
+
+
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_each_cpu_mode_trains_and_its_loss_falls(small_dataset, tmp_path, mode):
     config = _config(
         small_dataset, tmp_path, mode=mode, learning_rate=3e-3 if mode == "full" else 1e-2
     )
-    summary = train.train(config)
+    after_training = _AfterTrainingMemory()
+    summary = train.train(config, callbacks=[after_training])
     assert summary["final_train_loss"] < summary["first_train_loss"] - 0.5, summary
     run = tmp_path / "run"
     saved = json.loads((run / "run.json").read_text())
@@ -99,6 +115,9 @@ def test_each_cpu_mode_trains_and_its_loss_falls(small_dataset, tmp_path, mode):
     )
     assert saved["config"]["mode"] == mode and saved["versions"]["transformers"]
     assert saved["peak_memory_mb"]["rss"] > 100  # a process with torch loaded is far above
+    # the peak is training's: memory touched after it ends (the save, the merge) is not in it
+    assert saved["peak_memory_mb"]["rss"] <= after_training.peak_at_end
+    assert train.peak_memory_mb()["rss"] > after_training.peak_at_end + 300  # it did lift it
     assert (saved["peak_memory_mb"]["gpu"] is None) == (not torch.cuda.is_available())
     assert train.saved_config(run) == saved["config"]  # what a --resume starts from
     # a resume: the saved settings, with the ones given again on top
