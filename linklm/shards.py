@@ -1,6 +1,7 @@
 """Deterministic train/validation/test splits and conversational JSONL shards.
 
-A row's split is a pure function of its scenario_id and a salt (splitmix64 hash -> [0, 1)),
+A row's split is a pure function of its scenario_id and a salt (splitmix64 of the id and
+the salt's SHA256 -> [0, 1)),
 so it never moves when the dataset grows, a chunk is regenerated or workers change. Shards
 are JSONL files ``{split}-00000-of-00003.jsonl`` of ``{"scenario_id", "messages": [user,
 assistant]}``; a dataset card (README.md with ``configs``) makes the folder loadable with
@@ -9,6 +10,7 @@ assistant]}``; a dataset card (README.md with ``configs``) makes the folder load
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -34,9 +36,9 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 def split_of(scenario_ids: np.ndarray, config: SplitConfig) -> np.ndarray:
     """'train' / 'validation' / 'test' per id, stable across runs and machines."""
-    salt = int.from_bytes(config.salt.encode()[:8].ljust(8, b"\0"), "little")
-    salt ^= len(config.salt) * 0x100000001B3
-    h = _splitmix64(np.asarray(scenario_ids, dtype=np.uint64) ^ np.uint64(salt & (2**64 - 1)))
+    # the whole salt decides: salts sharing a prefix ("...-v1", "...-v2") split differently
+    salt = int.from_bytes(hashlib.sha256(config.salt.encode()).digest()[:8], "little")
+    h = _splitmix64(np.asarray(scenario_ids, dtype=np.uint64) ^ np.uint64(salt))
     u = (h >> np.uint64(11)).astype(np.float64) / float(2**53)
     return np.where(
         u < config.train, "train", np.where(u < config.train + config.val, "validation", "test")
