@@ -73,7 +73,7 @@ def shift_scan_levels(
         (
             (
                 pl.col("spectral_scan_dbm").list.eval(pl.element() * 10) + pl.Series(tenths)
-            ).list.eval((pl.element().round(0) / 10))
+            ).list.eval((pl.element().round(0) / 10).round(1))  # polars multiplies by 0.1
         ).alias("spectral_scan_dbm")
     )
     labels = physics.oracle_labels(variants)

@@ -74,6 +74,11 @@ def test_shifted_variants_keep_the_channel_and_re_derive_the_rest(rows):
         .agg(pl.col("t").n_unique())
     )
     assert per_row["t"].max() == 1
+    # the levels are the 0.1 dB values themselves, as generated: a text prompt shows
+    # -91.3, not -91.30000000000001
+    levels = variants["spectral_scan_dbm"].explode()
+    assert (levels == levels.round(1)).all()
+    assert all(len(str(v).split(".")[-1]) == 1 for v in levels.to_list())
     labels = physics.oracle_labels(variants)
     assert np.array_equal(
         labels.recommended_channel_mhz, variants["recommended_channel_mhz"].to_numpy()
