@@ -8,6 +8,7 @@ before use: a field derived from the label (rssi_dbm, snr_db) or a label itself 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import string
@@ -74,7 +75,28 @@ def answer_format(target: str) -> str:
 def joined_pairs(
     df: pl.DataFrame, keys: str, values: str, pair: str, sep: str, quote_keys: bool = False
 ) -> pl.Series:
-    """Render two aligned list columns as 'k<pair>v<sep>k<pair>v...' per row, vectorised."""
+    """Render two aligned list columns as 'k<pair>v<sep>k<pair>v...' per row, vectorised.
+
+    A row whose lists are missing, empty or of different lengths (a malformed file's row,
+    which the validator quarantines as text) is rendered pair by pair, a missing side as
+    ``null``, instead of failing the whole batch."""
+    key_lens = df[keys].list.len()
+    aligned = ((key_lens == df[values].list.len()) & (key_lens > 0)).fill_null(False)
+    if not aligned.all():
+        out = [None] * df.height
+        good = aligned.arg_true().to_list()
+        if good:
+            rendered = joined_pairs(df[good], keys, values, pair, sep, quote_keys).to_list()
+            for i, text in zip(good, rendered, strict=True):
+                out[i] = text
+        for i in aligned.not_().arg_true().to_list():
+            ks, vs = df[keys][i], df[values][i]
+            ks, vs = ([] if ks is None else ks.to_list()), ([] if vs is None else vs.to_list())
+            out[i] = sep.join(
+                (f'"{_cell(k)}"' if quote_keys else _cell(k)) + pair + _cell(v)
+                for k, v in itertools.zip_longest(ks, vs)
+            )
+        return pl.Series("s", out, dtype=pl.String)
     key = pl.col(keys).cast(pl.String)
     if quote_keys:
         key = pl.concat_str([pl.lit('"'), key, pl.lit('"')])
@@ -87,6 +109,11 @@ def joined_pairs(
     )
     joined = exploded.group_by("_row", maintain_order=True).agg(pl.col("s").str.join(sep))
     return joined["s"]
+
+
+def _cell(value) -> str:
+    """One list element as polars casts it to text; a missing one as null."""
+    return "null" if value is None else pl.Series([value]).cast(pl.String)[0]
 
 
 def _field_expr(name: str) -> pl.Expr:

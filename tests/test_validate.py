@@ -299,3 +299,31 @@ def test_value_outside_the_generators_table_is_a_warning_not_an_error(good_text,
     )
     warnings = result.problems.filter(pl.col("severity") == "warning")
     assert warnings.select("row", "column", "check").rows() == [(6, "fresnel_clear_pct", "table")]
+
+
+@pytest.mark.parametrize(
+    "channels, scan, column, check, scan_text",
+    [
+        (None, lambda scan: scan[:5], "spectral_scan_dbm", "shape", ": null"),
+        (lambda _: [], lambda _: [], "available_channels_mhz", "count", "{}"),
+        (None, lambda _: None, "spectral_scan_dbm", "missing", ": null"),
+    ],
+    ids=["scan-shorter-than-channels", "both-empty", "scan-missing"],
+)
+def test_a_malformed_scan_in_parquet_is_a_bad_row_quarantined_as_text(
+    small_dataset, tmp_path, channels, scan, column, check, scan_text
+):
+    rows = pl.read_parquet(dataset.chunk_paths(small_dataset)[0]).head(8)
+    records = rows.to_dicts()
+    if channels:
+        records[5]["available_channels_mhz"] = channels(records[5]["available_channels_mhz"])
+    records[5]["spectral_scan_dbm"] = scan(records[5]["spectral_scan_dbm"])
+    path = tmp_path / "links.parquet"
+    pl.DataFrame(records, schema=rows.schema).write_parquet(path)
+    result = validate.validate_path(path, tmp_path / "report")
+    errors = result.problems.filter(pl.col("severity") == "error")
+    assert result.bad_rows == 1 and set(errors["row"]) == {5}, errors
+    assert errors.filter((pl.col("column") == column) & (pl.col("check") == check)).height == 1
+    quarantine = pl.read_csv(result.files["quarantine_csv"], infer_schema=False)
+    assert quarantine["row"].to_list() == ["5"]
+    assert scan_text in quarantine["spectral_scan_dbm"][0]
