@@ -223,7 +223,10 @@ class EvalConfig(BaseModel):
         20_000, gt=0, description="Training rows the baselines learn their statistics from."
     )
     tabular_rows: int = Field(
-        5000, gt=0, description="Training rows of the scikit-learn baseline (trees are O(rows))."
+        5000,
+        gt=0,
+        description="Training rows of the scikit-learn baseline (trees are O(rows)), drawn "
+        "from the baseline_train_rows.",
     )
     batch_size: int = Field(64, gt=0)
     rank: bool = Field(True, description="Rank every available channel (top-k); costs a forward.")
@@ -234,6 +237,16 @@ class EvalConfig(BaseModel):
         "default $LINKLM_ARTIFACTS_URL, else no copy.",
     )
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _tabular_within_baseline_rows(self) -> EvalConfig:
+        if self.tabular_rows > self.baseline_train_rows:
+            raise ValueError(
+                f"tabular_rows {self.tabular_rows} > baseline_train_rows "
+                f"{self.baseline_train_rows}: the trees learn from a sample of the baselines' "
+                "training rows; raise baseline_train_rows too"
+            )
+        return self
 
 
 class DemoConfig(BaseModel):

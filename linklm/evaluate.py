@@ -119,15 +119,20 @@ def model_predictions(loaded: models.LoadedModel, rows: pl.DataFrame, config: Ev
     return frame, timing
 
 
-def system_scores(name: str, kind: str, frame: pl.DataFrame) -> dict:
-    return {"name": name, "kind": kind} | metrics.score(frame)
+def system_scores(
+    name: str, kind: str, frame: pl.DataFrame, answers: frozenset[str] | None = None
+) -> dict:
+    return {"name": name, "kind": kind} | metrics.score(frame, answers)
 
 
-def standing(systems: list[dict]) -> dict:
+def standing(systems: list[dict], frames: dict[str, pl.DataFrame] | None = None) -> dict:
     """Where the model stands between the best simple baseline and the oracle.
 
     ``gap_closed`` = (model - baseline) / (oracle - baseline): 0 is no better than the
-    baseline, 1 is the oracle; negative means worse than the baseline.
+    baseline, 1 is the oracle; negative means worse than the baseline. The model's
+    throughput error covers the rows it answered; when that is not every row and the
+    systems' per-row ``frames`` are given, the baseline and the oracle are scored on those
+    same rows (``answered`` says how many), so refusing hard rows closes no gap.
     """
     by_name = {s["name"]: s for s in systems}
     model, oracle = by_name[MODEL], by_name[baselines.ORACLE]
@@ -145,11 +150,19 @@ def standing(systems: list[dict]) -> dict:
     throughput_floor = by_name.get("per-bandwidth mean throughput")
     if model["throughput"] and throughput_floor and model["throughput"]["mae"] is not None:
         m, b, o = (s["throughput"]["mae"] for s in (model, throughput_floor, oracle))
+        answered = model["throughput"]["answered"]
+        if answered < 1 and frames:
+            rows = frames[MODEL]["pred_throughput"].is_not_null()
+            b, o = (
+                metrics.throughput_metrics(frames[s["name"]].filter(rows))["mae"]
+                for s in (throughput_floor, oracle)
+            )
         out["throughput"] = {
             "model": m,
-            "baseline": "per-bandwidth mean throughput",
+            "baseline": throughput_floor["name"],
             "baseline_value": b,
             "oracle": o,
+            "answered": answered,
             "gap_closed": (b - m) / (b - o) if o != b else None,
         }
     return out
@@ -186,7 +199,8 @@ def evaluate(config: EvalConfig, token: str | None = None) -> dict:
     baseline_frames = baselines.all_baselines(
         train_rows, rows, config.seed, tabular_rows=config.tabular_rows
     )
-    systems = [system_scores(MODEL, "model", model_frame)] + [
+    answered = metrics.answered_parts(loaded.prompt_format.target)
+    systems = [system_scores(MODEL, "model", model_frame, answered)] + [
         system_scores(name, "oracle" if name == baselines.ORACLE else "baseline", frame)
         for name, frame in baseline_frames.items()
     ]
@@ -200,11 +214,11 @@ def evaluate(config: EvalConfig, token: str | None = None) -> dict:
         "prompt_format": loaded.prompt_format.model_dump(),
         "timing": timing,
         "systems": systems,
-        "standing": standing(systems),
+        "standing": standing(systems, {MODEL: model_frame} | baseline_frames),
         "confusion_by_sub_band": metrics.confusion_by_sub_band(model_frame),
-        "per_channel": metrics.per_channel_report(model_frame),
-        "throughput_by_bandwidth": metrics.throughput_by_bandwidth(model_frame),
-        "slices": metrics.slice_metrics(model_frame),
+        "per_channel": (metrics.per_channel_report(model_frame) if "channel" in answered else []),
+        "throughput_by_bandwidth": metrics.throughput_by_bandwidth(model_frame, answered),
+        "slices": metrics.slice_metrics(model_frame, answers=answered),
         "config": config.model_dump(mode="json"),
     }
     write_evaluation(out_dir, model_frame, baseline_frames, result)

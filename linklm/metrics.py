@@ -85,14 +85,30 @@ def throughput_metrics(predictions: pl.DataFrame) -> dict:
     return out
 
 
-def score(predictions: pl.DataFrame) -> dict:
-    """Channel and throughput metrics of one system (a key is None where it does not apply)."""
-    out = {"channel": None, "throughput": None}
-    if predictions["pred_channel"].null_count() < predictions.height or _ranks(predictions):
-        out["channel"] = channel_metrics(predictions)
-    if predictions["pred_throughput"].null_count() < predictions.height:
-        out["throughput"] = throughput_metrics(predictions)
-    return out
+def score(predictions: pl.DataFrame, answers: frozenset[str] | None = None) -> dict:
+    """Channel and throughput metrics of one system (a key is None where it does not apply).
+
+    ``answers`` names what the system is asked for ("channel", "throughput"; a model's
+    prompt format says): those are scored even when no row got an answer (top-1 0 %, not
+    "no score"). Without it, a part is scored when some row has it (the baselines)."""
+    if answers is None:
+        answers = frozenset(
+            part
+            for part, given in (
+                ("channel", predictions["pred_channel"].null_count() < predictions.height),
+                ("throughput", predictions["pred_throughput"].null_count() < predictions.height),
+            )
+            if given
+        ) | ({"channel"} if _ranks(predictions) else set())
+    return {
+        "channel": channel_metrics(predictions) if "channel" in answers else None,
+        "throughput": throughput_metrics(predictions) if "throughput" in answers else None,
+    }
+
+
+def answered_parts(target: str) -> frozenset[str]:
+    """What a model trained on ``target`` ("channel", "throughput" or "both") answers."""
+    return frozenset(("channel", "throughput")) if target == "both" else frozenset((target,))
 
 
 def _ranks(predictions: pl.DataFrame) -> bool:
@@ -150,9 +166,12 @@ def per_channel_report(predictions: pl.DataFrame, top_n: int = 10) -> list[dict]
 
 
 def slice_metrics(
-    predictions: pl.DataFrame, columns: tuple[str, ...] = SLICE_COLUMNS
+    predictions: pl.DataFrame,
+    columns: tuple[str, ...] = SLICE_COLUMNS,
+    answers: frozenset[str] | None = None,
 ) -> list[dict]:
-    """Every metric per value of every slice column (rows sorted by column, then value)."""
+    """Rows, answered share, top-1, top-3, channel error and throughput MAE/RMSE per value
+    of every slice column (sorted by column, then value); ``answers`` as in ``score``."""
     out = []
     for column in columns:
         if column not in predictions.columns:
@@ -160,7 +179,7 @@ def slice_metrics(
         for key, part in sorted(
             predictions.partition_by(column, as_dict=True).items(), key=lambda kv: kv[0][0]
         ):
-            scored = score(part)
+            scored = score(part, answers)
             channel = scored["channel"] or {}
             throughput = scored["throughput"] or {}
             out.append(
@@ -168,6 +187,7 @@ def slice_metrics(
                     "column": column,
                     "value": str(key[0]),
                     "n": part.height,
+                    "answered": channel.get("answered", throughput.get("answered")),
                     "top1": channel.get("top1"),
                     "top3": channel.get("top3"),
                     "abs_error_mhz": channel.get("abs_error_mhz"),
@@ -178,7 +198,9 @@ def slice_metrics(
     return out
 
 
-def throughput_by_bandwidth(predictions: pl.DataFrame) -> list[dict]:
+def throughput_by_bandwidth(
+    predictions: pl.DataFrame, answers: frozenset[str] | None = None
+) -> list[dict]:
     """Throughput errors per channel bandwidth (the biggest driver of throughput)."""
     return [
         {
@@ -187,5 +209,5 @@ def throughput_by_bandwidth(predictions: pl.DataFrame) -> list[dict]:
             "mae": row["throughput_mae"],
             "rmse": row["throughput_rmse"],
         }
-        for row in slice_metrics(predictions, ("channel_bandwidth_mhz",))
+        for row in slice_metrics(predictions, ("channel_bandwidth_mhz",), answers)
     ]

@@ -60,6 +60,7 @@ def systems_table(systems: list[dict]) -> str:
         rows.append(
             [
                 f"**{s['name']}**" if s["kind"] == "model" else s["name"],
+                fmt(ch.get("answered", tp.get("answered")), "pct"),
                 fmt(ch.get("top1"), "pct"),
                 fmt(ch.get("top1_ranked"), "pct"),
                 fmt(ch.get("top3"), "pct"),
@@ -74,6 +75,7 @@ def systems_table(systems: list[dict]) -> str:
     return table(
         [
             "system",
+            "answered",
             "channel top-1",
             "top-1 ranked",
             "top-3",
@@ -111,8 +113,15 @@ def standing_text(standing: dict) -> str:
     tp = standing.get("throughput")
     if tp:
         closed = tp["gap_closed"]
+        answered = tp.get("answered", 1.0)
+        over = (
+            f" (over the {fmt(answered, 'pct')} of links the model answered, every system on "
+            "those links)"
+            if answered < 1
+            else ""
+        )
         lines.append(
-            f"- Throughput: MAE {fmt(tp['model'])} Mbps against {fmt(tp['baseline_value'])} "
+            f"- Throughput{over}: MAE {fmt(tp['model'])} Mbps against {fmt(tp['baseline_value'])} "
             f"for the {tp['baseline']} and {fmt(tp['oracle'])} for the oracle"
             + (f" ({fmt(closed, 'pct')} of the gap closed)." if closed is not None else ".")
         )
@@ -136,14 +145,56 @@ def evaluation_markdown(result: dict) -> str:
         f"\nInvalid (unparseable) model answers: **{timing['invalid_answers']}** of "
         f"{result['rows']:,}. Generation: {timing['examples_per_second']} examples/s "
         f"({timing['generate_seconds']} s).\n",
+        *_throughput_by_bandwidth(result["throughput_by_bandwidth"]),
+        *_per_channel(result["per_channel"]),
+        "## Slices\n",
+        table(
+            [
+                "slice",
+                "value",
+                "rows",
+                "answered",
+                "top-1",
+                "top-3",
+                "channel error MHz",
+                "throughput MAE",
+            ],
+            [
+                [
+                    s["column"],
+                    s["value"],
+                    fmt(s["n"], "int"),
+                    fmt(s.get("answered"), "pct"),
+                    fmt(s["top1"], "pct"),
+                    fmt(s["top3"], "pct"),
+                    fmt(s["abs_error_mhz"]),
+                    fmt(s["throughput_mae"]),
+                ]
+                for s in result["slices"]
+            ],
+        ),
+    ]
+    return "\n".join(parts)
+
+
+def _throughput_by_bandwidth(rows: list[dict]) -> list[str]:
+    """The bandwidth table, left out for a model that answers no throughput."""
+    if not any(b["mae"] is not None for b in rows):
+        return []
+    return [
         "## Throughput error by bandwidth\n",
         table(
             ["bandwidth MHz", "rows", "MAE Mbps", "RMSE Mbps"],
-            [
-                [b["bandwidth_mhz"], fmt(b["n"], "int"), fmt(b["mae"]), fmt(b["rmse"])]
-                for b in result["throughput_by_bandwidth"]
-            ],
+            [[b["bandwidth_mhz"], fmt(b["n"], "int"), fmt(b["mae"]), fmt(b["rmse"])] for b in rows],
         ),
+    ]
+
+
+def _per_channel(rows: list[dict]) -> list[str]:
+    """The per-channel table, left out for a model that answers no channel."""
+    if not rows:
+        return []
+    return [
         "## Most frequent channels\n",
         table(
             ["channel MHz", "support", "precision", "recall", "F1"],
@@ -155,24 +206,7 @@ def evaluation_markdown(result: dict) -> str:
                     fmt(c["recall"], "pct"),
                     fmt(c["f1"], "pct"),
                 ]
-                for c in result["per_channel"]
-            ],
-        ),
-        "## Slices\n",
-        table(
-            ["slice", "value", "rows", "top-1", "top-3", "channel error MHz", "throughput MAE"],
-            [
-                [
-                    s["column"],
-                    s["value"],
-                    fmt(s["n"], "int"),
-                    fmt(s["top1"], "pct"),
-                    fmt(s["top3"], "pct"),
-                    fmt(s["abs_error_mhz"]),
-                    fmt(s["throughput_mae"]),
-                ]
-                for s in result["slices"]
+                for c in rows
             ],
         ),
     ]
-    return "\n".join(parts)

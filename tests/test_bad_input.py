@@ -158,6 +158,7 @@ CASES = [
     (evaluate_cli, ["--split", "bogus"], "invalid option split: Input should be 'train'"),
     (evaluate_cli, ["--max-rows", "0"], "invalid option max_rows"),
     (evaluate_cli, ["--batch-size", "-1"], "invalid option batch_size"),
+    (evaluate_cli, ["--tabular-rows", "30000"], "tabular_rows 30000 > baseline_train_rows 20000"),
     (evaluate_cli, ["--rank", "maybe"], "unrecognized arguments: maybe"),
     (evaluate_cli, ["--model", f"{T}/nope", "--data-dir", D], "nope: no such model folder"),
     (evaluate_cli, ["--model", R, "--data-dir", f"{T}/nope"], "no dataset (no manifest.json)"),

@@ -8,7 +8,7 @@ import pytest
 from sklearn import metrics as skm
 
 from linklm import answers as model_answers
-from linklm import baselines, examples, metrics, numtok, predictions
+from linklm import baselines, evaluate, examples, metrics, numtok, predictions, summaries
 from linklm.formats import PromptFormat
 
 
@@ -80,6 +80,29 @@ def test_a_system_without_an_answer_has_no_metrics(four_rows):
     scored = metrics.score(frame)
     assert scored["channel"] is None
     assert scored["throughput"] is None
+
+
+def test_a_model_that_never_answers_scores_zero_not_nothing(four_rows):
+    """Asked for both parts and answering none (greedy only, no ranking): top-1 0 %."""
+    frame = predictions.frame(
+        four_rows, channel=np.full(4, -1), throughput=np.full(4, np.nan), raw=["?"] * 4
+    )
+    scored = metrics.score(frame, metrics.answered_parts("both"))
+    assert scored["channel"]["top1"] == 0.0 and scored["channel"]["answered"] == 0.0
+    assert scored["throughput"]["answered"] == 0.0 and scored["throughput"]["mae"] is None
+    # a slice where it answered nothing is 0 % too, not a blank
+    answered_urban = predictions.frame(
+        four_rows, channel=np.array([5180, 5200, -1, -1]), throughput=np.array([1.0, 2, 3, 4])
+    )
+    env = {
+        s["value"]: s
+        for s in metrics.slice_metrics(answered_urban, answers=metrics.answered_parts("both"))
+        if s["column"] == "environment_type"
+    }
+    assert env["Rural"]["top1"] == 0.0 and env["Rural"]["answered"] == 0.0
+    assert env["Urban"]["top1"] == 1.0 and env["Urban"]["answered"] == 1.0
+    channel_only = metrics.score(frame, metrics.answered_parts("channel"))
+    assert channel_only["throughput"] is None and channel_only["channel"]["top1"] == 0.0
 
 
 def test_confusion_by_sub_band_matches_scikit_learn(four_rows):
@@ -166,6 +189,31 @@ def test_oracle_scores_100_percent_and_zero_error(small_dataset):
         baselines.quietest_channel(test)
         == systems["quietest channel (scan)"]["pred_channel"].to_numpy()
     ).all()
+
+
+def test_a_throughput_error_over_few_answered_rows_is_compared_on_those_rows(small_dataset):
+    """A model exact on 4 rows and silent on the rest has not closed the whole gap."""
+    test = examples.split_rows(small_dataset, "test")
+    train = examples.split_rows(small_dataset, "train")
+    frames = baselines.all_baselines(train, test, tabular_rows=300)
+    truth = test["expected_throughput_mbps"].to_numpy()
+    guess = np.full(test.height, np.nan)
+    guess[:4] = truth[:4] + 1.0
+    model = predictions.frame(test, channel=baselines.quietest_channel(test), throughput=guess)
+    frames = {evaluate.MODEL: model} | frames
+    systems = [evaluate.system_scores(evaluate.MODEL, "model", model)] + [
+        evaluate.system_scores(name, "baseline", frame) for name, frame in frames.items()
+    ][1:]
+    tp = evaluate.standing(systems, frames)["throughput"]
+    floor = frames["per-bandwidth mean throughput"]
+    assert tp["answered"] == pytest.approx(4 / test.height)
+    assert tp["model"] == pytest.approx(1.0)
+    assert tp["baseline_value"] == pytest.approx(metrics.throughput_metrics(floor.head(4))["mae"])
+    assert tp["baseline_value"] != pytest.approx(metrics.throughput_metrics(floor)["mae"])
+    text = summaries.standing_text({"throughput": tp})
+    assert f"over the {100 * 4 / test.height:.1f} % of links the model answered" in text
+    table = summaries.systems_table(systems)
+    assert f"| **{evaluate.MODEL}** | 100.0 % |" in table  # its channels: every row
 
 
 def test_baselines_rank_every_available_channel(small_dataset):

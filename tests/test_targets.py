@@ -1,6 +1,9 @@
 """Models trained on one target (``--target channel`` or ``throughput``): evaluated, reported
 and served on what they answer, with the other answer left empty, never invented."""
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,6 +54,32 @@ def test_the_report_charts_what_a_single_target_model_answers(
     assert ("confusion" in charts) == (target == "channel")
     assert ("throughput" in charts) == (target == "throughput")
     assert written["html"].exists()
+    # the summary's tables are the model's too: no per-channel table of 0 % for a model that
+    # answers no channel, no bandwidth table of blanks for one that answers no throughput
+    summary = written["md"].read_text()
+    assert ("## Most frequent channels" in summary) == (target == "channel")
+    assert ("## Throughput error by bandwidth" in summary) == (target == "throughput")
+    model = result["systems"][0]
+    assert (model["channel"] is None) == (target == "throughput")
+    assert (model["throughput"] is None) == (target == "channel")
+    # docs/evaluation.md's recipes recompute the figures from predictions.csv, whatever the
+    # target (a column empty in its first rows must not break them)
+    for recipe in _recipes():
+        code = recipe.replace(
+            "runs/train/my-run/eval-test/predictions.csv",
+            str(tmp_path / "eval" / "predictions.csv"),
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+
+def _recipes() -> list[str]:
+    """The Python blocks of docs/evaluation.md's 'Recomputing metrics yourself'."""
+    doc = (Path(__file__).parents[1] / "docs" / "evaluation.md").read_text()
+    section = doc.split("## Recomputing metrics yourself", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 2
+    return blocks
 
 
 def test_a_throughput_model_answers_no_channel_and_no_fallback_invents_one(
