@@ -5,7 +5,12 @@ worker, read when the run starts (Prefect templates ``{{ $NAME }}`` then, and an
 variable becomes an empty string):
 
 - ``LINKLM_GIT_REPOSITORY`` (and ``LINKLM_GIT_BRANCH``): clone that repository with
-  Prefect's ``git_clone`` step and run there: a worker that tracks a branch.
+  Prefect's ``git_clone`` step and run there: a worker that tracks a branch. The clone is
+  kept under ``$LINKLM_HOME/checkouts`` and brought up to the branch's tip at each run (a
+  process worker starts each run in a temporary folder it deletes afterwards, so a clone
+  there lost every dataset and run). Its ``runs/`` is a link to
+  ``$LINKLM_HOME/checkouts/<clone>.runs``: Prefect re-clones from scratch when an update
+  fails, and what the runs wrote must outlive that.
 - ``LINKLM_PROJECT_DIR``: run in that checkout: the Docker image (``/opt/linklm``), a VM,
   Colab, or ``python -m deployments worker`` (which sets it to its own checkout).
 - neither: the checkout this module was imported from, if it holds ``prefect.yaml``.
@@ -41,13 +46,40 @@ def project_dir(directory: str = "") -> Path:
     return candidate.resolve()
 
 
+def checkouts_dir() -> Path:
+    """Where a git-tracking worker keeps its clones (``$LINKLM_HOME/checkouts``)."""
+    home = os.environ.get("LINKLM_HOME") or Path.home() / ".cache" / "linklm"
+    return Path(home).expanduser() / "checkouts"
+
+
+def clone(repository: str, branch: str = "") -> Path:
+    """The kept clone of ``repository`` at ``branch``'s tip, its ``runs/`` a link to a
+    folder beside it that no re-clone deletes."""
+    from prefect.deployments.steps import git_clone
+
+    base = checkouts_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    started_in = Path.cwd()
+    os.chdir(base)  # git_clone clones (or updates) under the working directory
+    try:
+        cloned = base / git_clone(repository=repository, branch=branch or None)["directory"]
+    finally:
+        os.chdir(started_in)
+    kept_runs = base / f"{cloned.name}.runs"
+    kept_runs.mkdir(exist_ok=True)
+    runs = cloned / "runs"
+    if not runs.is_symlink():
+        if runs.exists():
+            raise CheckoutError(
+                f"{runs}: a folder in the clone, where the link to {kept_runs} belongs; move "
+                "what it holds there and remove it"
+            )
+        runs.symlink_to(kept_runs, target_is_directory=True)
+    return cloned
+
+
 def checkout(repository: str = "", branch: str = "", directory: str = "") -> dict[str, str]:
     """Clone ``repository`` or use the checkout in ``directory``; chdir there for the run."""
-    if repository:
-        from prefect.deployments.steps import git_clone
-
-        cloned = git_clone(repository=repository, branch=branch or None)
-        directory = str(Path.cwd() / cloned["directory"])
-    target = project_dir(directory)
+    target = project_dir(str(clone(repository, branch)) if repository else directory)
     os.chdir(target)
     return {"directory": str(target)}

@@ -5,6 +5,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import typing
@@ -77,6 +78,37 @@ def test_pull_step_uses_the_worker_checkout(tmp_path, monkeypatch):
     assert steps.checkout() == {"directory": str(ROOT.resolve())}  # "" = unset env var
     with pytest.raises(steps.CheckoutError, match="LINKLM_PROJECT_DIR"):
         steps.checkout(directory=str(tmp_path))
+
+
+def test_a_git_tracking_worker_keeps_its_clone_and_what_runs_write(tmp_path, monkeypatch):
+    """A process worker starts each run in a temporary folder it deletes: the clone (and the
+    runs/ a flow writes into it) must live elsewhere, and survive an update and a re-clone."""
+    branch = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--abbrev-ref", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    branch = "" if branch == "HEAD" else branch  # a detached checkout: the default branch
+    monkeypatch.setenv("LINKLM_HOME", str(tmp_path / "home"))
+    run_folder = tmp_path / "tmpXYZprefect"  # what the worker gives a flow run
+    run_folder.mkdir()
+    monkeypatch.chdir(run_folder)
+    found = steps.checkout(repository=ROOT.as_uri(), branch=branch)
+    clone = Path(found["directory"])
+    assert clone.parent == tmp_path / "home" / "checkouts" and Path.cwd() == clone
+    assert (clone / "prefect.yaml").is_file() and not list(run_folder.iterdir())
+    (clone / "runs" / "data").mkdir(parents=True)
+    (clone / "runs" / "data" / "manifest.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    shutil.rmtree(run_folder)  # the worker's clean-up
+    # the next run updates the same clone; a failed update makes Prefect clone afresh
+    assert steps.checkout(repository=ROOT.as_uri(), branch=branch) == found
+    assert (clone / "runs" / "data" / "manifest.json").read_text() == "{}"
+    monkeypatch.chdir(tmp_path)
+    shutil.rmtree(clone)
+    assert steps.checkout(repository=ROOT.as_uri(), branch=branch) == found
+    assert (clone / "runs" / "data" / "manifest.json").read_text() == "{}"
 
 
 def _dockerfile() -> list[tuple[str, str]]:
