@@ -6,7 +6,7 @@
     python -m deployments worker --pool linklm-gpu --limit 1          # a worker, here
 
 Every command is idempotent: pools that exist are left alone, deployments are upserted by
-name. The API comes from --api-url, else PREFECT_API_URL (and PREFECT_API_KEY for Prefect
+name, and a schedule someone turned on (or off) stays so through a re-deploy. The API comes from --api-url, else PREFECT_API_URL (and PREFECT_API_KEY for Prefect
 Cloud, read from the environment and never printed). Without either, the commands refuse:
 an ephemeral server would vanish with the command and nothing would be registered.
 """
@@ -14,12 +14,15 @@ an ephemeral server would vanish with the command and nothing would be registere
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from prefect import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments import pools
@@ -42,13 +45,63 @@ def api_environment(api_url: str | None) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def clear_api_errors(url: str) -> Iterator[None]:
+    """The API at ``url`` for the block's clients; its failures as one line that says why."""
+    with temporary_settings({PREFECT_API_URL: url}):
+        try:
+            yield
+        except httpx.TransportError as exc:  # nothing listens, DNS, TLS, timeout
+            fail(
+                f"{url}: no Prefect API answers there ({type(exc).__name__}); start one "
+                "(prefect server start --host 127.0.0.1) or pass --api-url"
+            )
+        except httpx.HTTPStatusError as exc:  # something answers, but not as the API
+            fail(
+                f"{url}: answered HTTP {exc.response.status_code}, not as a Prefect API; does "
+                "the URL end in /api, and for a server with auth or Prefect Cloud, are "
+                "PREFECT_API_AUTH_STRING or PREFECT_API_KEY set?"
+            )
+
+
+def schedule_states() -> dict[tuple[str, str, str], bool]:
+    """Whether each deployment schedule is on, by (flow id, deployment, schedule)."""
+    with get_client(sync_client=True) as client:
+        return {
+            (str(d.flow_id), d.name, s.slug or s.schedule.model_dump_json()): s.active
+            for d in client.read_deployments()
+            for s in d.schedules
+        }
+
+
+def restore_schedule_states(before: dict[tuple[str, str, str], bool]) -> list[str]:
+    """Turn each schedule that the deploy switched back to its state from before: prefect.yaml's
+    ``active: false`` is the default of a new deployment, not an order to stop a schedule
+    someone turned on (``prefect deploy`` recreates schedules with the yaml's flag)."""
+    restored = []
+    with get_client(sync_client=True) as client:
+        for d in client.read_deployments():
+            for s in d.schedules:
+                was = before.get((str(d.flow_id), d.name, s.slug or s.schedule.model_dump_json()))
+                if was is not None and was != s.active:
+                    client.update_deployment_schedule(d.id, s.id, active=was)
+                    restored.append(f"{d.name}: schedule {'on' if was else 'off'} as before")
+    return restored
+
+
 def deploy(names: list[str], env: dict[str, str]) -> None:
-    """``prefect deploy`` for the named deployments of prefect.yaml (all when none)."""
+    """``prefect deploy`` for the named deployments of prefect.yaml (all when none); schedules
+    keep the on/off state they had."""
+    with clear_api_errors(env["PREFECT_API_URL"]):
+        before = schedule_states()
     cmd = [sys.executable, "-m", "prefect", "--no-prompt", "deploy"]
     cmd += [arg for name in names for arg in ("--name", name)] if names else ["--all"]
     done = subprocess.run(cmd, cwd=HERE, env=env, check=False)
     if done.returncode != 0:
         fail(f"prefect deploy failed (exit {done.returncode}); its output is above")
+    with clear_api_errors(env["PREFECT_API_URL"]):
+        for line in restore_schedule_states(before):
+            print(line)
 
 
 def worker_command(pool: str, limit: int | None, name: str | None, healthcheck: bool) -> list[str]:
@@ -99,21 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         run_worker(args, env)
     if args.command in ("pools", "up"):
-        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
-            try:
-                created = pools.ensure_pools()
-            except httpx.TransportError as exc:  # nothing listens, DNS, TLS, timeout
-                fail(
-                    f"{env['PREFECT_API_URL']}: no Prefect API answers there "
-                    f"({type(exc).__name__}); start one (prefect server start --host 127.0.0.1) "
-                    "or pass --api-url"
-                )
-            except httpx.HTTPStatusError as exc:  # something answers, but not as the API
-                fail(
-                    f"{env['PREFECT_API_URL']}: answered HTTP {exc.response.status_code}, not as "
-                    "a Prefect API; does the URL end in /api, and for a server with auth or "
-                    "Prefect Cloud, are PREFECT_API_AUTH_STRING or PREFECT_API_KEY set?"
-                )
+        with clear_api_errors(env["PREFECT_API_URL"]):
+            created = pools.ensure_pools()
         for name, status in created.items():
             print(f"work pool {name}: {status}")
     if args.command in ("deploy", "up"):

@@ -172,6 +172,19 @@ def check_registered(url: str) -> None:
     assert schedule.schedule.cron == "0 3 * * 1" and schedule.active is False
 
 
+def retrain_schedule(url: str):
+    with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("retrain/retrain")
+    (schedule,) = deployment.schedules
+    return schedule
+
+
+def set_retrain_schedule(url: str, active: bool) -> None:
+    schedule = retrain_schedule(url)
+    with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        client.update_deployment_schedule(schedule.deployment_id, schedule.id, active=active)
+
+
 def start_worker(server: SimpleNamespace) -> None:
     """A worker for the CPU pool as the Docker image runs one: with its /health server."""
     port = free_port()
@@ -208,6 +221,12 @@ def test_demo_deployment_runs_on_a_real_worker(server, tmp_path):
     assert "work pool linklm-cpu: exists" in cli(["pools"], server.env, 120)  # idempotent
     print(f"pools + deployments registered in {time.perf_counter() - started:.1f} s")
     check_registered(server.url)
+    # a schedule someone turned on stays on through a re-deploy (prefect.yaml says off)
+    set_retrain_schedule(server.url, active=True)
+    out = cli(["deploy", "--name", "retrain"], server.env, DEPLOY_S)
+    assert "retrain: schedule on as before" in out
+    assert retrain_schedule(server.url).active is True
+    set_retrain_schedule(server.url, active=False)
 
     start_worker(server)
     shared = tmp_path / "shared"
