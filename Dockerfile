@@ -18,7 +18,12 @@ ENV DEBIAN_FRONTEND=noninteractive \
     HF_HOME=/opt/linklm/runs/.hf \
     PREFECT_HOME=/opt/linklm/runs/.prefect \
     PREFECT_WORKER_WEBSERVER_HOST=0.0.0.0 \
-    PREFECT_WORKER_WEBSERVER_PORT=8080
+    PREFECT_WORKER_WEBSERVER_PORT=8080 \
+    HF_HUB_OFFLINE=0 \
+    TRANSFORMERS_OFFLINE=0 \
+    HF_DATASETS_OFFLINE=0
+# (the project keeps Hugging Face offline unless told otherwise; a GPU worker may load hub
+# models such as google/gemma-3-270m-it with HF_TOKEN)
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv git ca-certificates \

@@ -133,6 +133,10 @@ def test_dockerfile_is_a_non_root_cuda_gpu_worker_with_a_healthcheck():
     users = [a for w, a in instructions if w == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert words.index("USER") > max(i for i, w in enumerate(words) if w == "RUN")
+    env = dict(re.findall(r"(\w+)=(\S+)", " ".join(a for w, a in instructions if w == "ENV")))
+    # a GPU worker may load hub models: the project's offline default is lifted there
+    for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        assert env[flag] == "0", flag
     health = next(a for w, a in instructions if w == "HEALTHCHECK")
     assert "/health" in health and "CMD" in health
     entry = json.loads(next(a for w, a in instructions if w == "ENTRYPOINT"))
@@ -184,6 +188,9 @@ def test_colab_worker_reads_secrets_without_printing_them():
     for line in code.splitlines():
         if "print(" in line:
             assert "value" not in line and "userdata" not in line, line
+    # HF_TOKEN is collected for hub models: the project's offline default must be lifted
+    lifted = 'for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):'
+    assert f'{lifted}\n    os.environ[name] = "0"' in code
 
 
 def test_demo_notebook_config_cell_makes_a_valid_demo_config():
