@@ -6,9 +6,11 @@
     python -m deployments worker --pool linklm-gpu --limit 1          # a worker, here
 
 Every command is idempotent: pools that exist are left alone, deployments are upserted by
-name, and a schedule someone turned on (or off) stays so through a re-deploy. The API comes from --api-url, else PREFECT_API_URL (and PREFECT_API_KEY for Prefect
-Cloud, read from the environment and never printed). Without either, the commands refuse:
-an ephemeral server would vanish with the command and nothing would be registered.
+name, and a schedule someone turned on (or off) stays so through a re-deploy. The API comes
+from --api-url, else PREFECT_API_URL from the environment or the active Prefect profile
+(``prefect config set``, ``prefect cloud login``; PREFECT_API_KEY likewise, never printed).
+Without one, the commands refuse: an ephemeral server would vanish with the command and
+nothing would be registered.
 """
 
 from __future__ import annotations
@@ -33,10 +35,18 @@ PREFECT_FILE = HERE / "prefect.yaml"
 
 
 def api_environment(api_url: str | None) -> dict[str, str]:
-    """The environment for Prefect clients: the API URL made explicit, the key passed on."""
+    """The environment for Prefect clients: the API URL made explicit (``--api-url``, else
+    the environment, else the active Prefect profile, where ``prefect config set`` and
+    ``prefect cloud login`` put it), the key passed on."""
     env = dict(os.environ)
     if api_url:
         env["PREFECT_API_URL"] = api_url
+    if not env.get("PREFECT_API_URL"):
+        from prefect.settings import get_current_settings
+
+        profile_url = get_current_settings().api.url
+        if profile_url:
+            env["PREFECT_API_URL"] = profile_url
     if not env.get("PREFECT_API_URL"):
         fail(
             "no Prefect API: pass --api-url (e.g. http://127.0.0.1:4200/api after "

@@ -244,3 +244,34 @@ def test_deployments_cli_takes_the_api_url_after_the_command_and_names_a_non_api
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"error: {url}: answered HTTP ") and "does the URL end in /api" in line
+
+
+def test_deployments_cli_reads_the_api_url_from_the_prefect_profile(tmp_path):
+    """`prefect config set PREFECT_API_URL=...` (what the server's banner says to run) is
+    enough: the CLI uses the profile's URL instead of refusing for want of one."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {
+        "PREFECT_HOME": str(tmp_path / "home"),
+        "PREFECT_CLIENT_MAX_RETRIES": "0",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    prefect = [sys.executable, "-m", "prefect"]
+    subprocess.run(
+        [*prefect, "config", "set", "PREFECT_API_URL=http://127.0.0.1:9/api"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "deployments", "pools"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2  # port 9: nothing answers, but it was asked
+    assert done.stderr.startswith("error: http://127.0.0.1:9/api: no Prefect API answers"), (
+        done.stderr
+    )
