@@ -17,16 +17,29 @@ from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 
 from linklm import dataset, export, shards, simulate, validate
 from linklm.config import GenerationConfig, PromptConfig, SplitConfig
+from tasks.retry import only_transient
 
 CACHED = {"cache_policy": INPUTS + TASK_SOURCE, "persist_result": True}
 
 
-@task(name="prepare-dataset-folder", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+@task(
+    name="prepare-dataset-folder",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_condition_fn=only_transient,
+    retry_delay_seconds=1,
+)
 def prepare_folder(out_dir: Path, generation: GenerationConfig, overwrite: bool) -> None:
     dataset.prepare(out_dir, generation, overwrite)
 
 
-@task(name="generate-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+@task(
+    name="generate-chunk",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_condition_fn=only_transient,
+    retry_delay_seconds=1,
+)
 def generate_chunk(out_dir: Path, generation: GenerationConfig, index: int) -> dict:
     plan = simulate.plan_chunks(generation)[index]
     record, status = dataset.ensure_chunk(out_dir, generation, plan)
@@ -34,7 +47,13 @@ def generate_chunk(out_dir: Path, generation: GenerationConfig, index: int) -> d
     return asdict(record) | {"status": status}
 
 
-@task(name="write-manifest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+@task(
+    name="write-manifest",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_condition_fn=only_transient,
+    retry_delay_seconds=1,
+)
 def write_manifest(out_dir: Path, generation: GenerationConfig, records: list[dict]) -> dict:
     chunk_records = [
         dataset.ChunkRecord(**{k: v for k, v in r.items() if k != "status"}) for r in records
@@ -43,17 +62,29 @@ def write_manifest(out_dir: Path, generation: GenerationConfig, records: list[di
     return dataset.require_intact(out_dir)
 
 
-@task(name="validate-dataset", retries=1, **CACHED)
+@task(name="validate-dataset", retries=1, retry_condition_fn=only_transient, **CACHED)
 def validate_dataset(out_dir: Path, dataset_sha256: str) -> dict:
     return validate.validate_path(out_dir).summary()
 
 
-@task(name="export-csv-zip", retries=2, retry_delay_seconds=1, **CACHED)
+@task(
+    name="export-csv-zip",
+    retries=2,
+    retry_condition_fn=only_transient,
+    retry_delay_seconds=1,
+    **CACHED,
+)
 def export_csv_zip(out_dir: Path, dataset_sha256: str) -> dict:
     return export.export_csv_zip(out_dir)
 
 
-@task(name="write-shards", retries=2, retry_delay_seconds=1, **CACHED)
+@task(
+    name="write-shards",
+    retries=2,
+    retry_condition_fn=only_transient,
+    retry_delay_seconds=1,
+    **CACHED,
+)
 def write_shards(
     out_dir: Path,
     dataset_sha256: str,

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from linklm import eval_report, evaluate, summaries
 from linklm.config import EvalConfig
+from tasks.retry import only_transient
 
 
 @task(name="evaluate-model", cache_policy=NO_CACHE, persist_result=False)
@@ -44,6 +45,7 @@ def score_baselines(config: EvalConfig) -> list[dict]:
     cache_policy=NO_CACHE,
     persist_result=False,
     retries=1,
+    retry_condition_fn=only_transient,
     retry_delay_seconds=1,
 )
 def render_report(result: dict) -> dict[str, Path]:

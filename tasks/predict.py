@@ -10,9 +10,16 @@ from prefect.cache_policies import NO_CACHE
 
 from linklm import predict, predict_io, publish
 from linklm.config import PredictConfig
+from tasks.retry import only_transient
 
 
-@task(name="load-model", cache_policy=NO_CACHE, persist_result=False, retries=1)
+@task(
+    name="load-model",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=1,
+    retry_condition_fn=only_transient,
+)
 def load(config: PredictConfig, token: str | None) -> predict.Predictor:
     return predict.Predictor(
         config.model, config.batch_size, config.fallback, token, config.registry, config.top_k
@@ -24,7 +31,13 @@ def answer(predictor: predict.Predictor, source: str, split: str) -> predict.Pre
     return predictor.predict_source(source, split)
 
 
-@task(name="write-answers", cache_policy=NO_CACHE, persist_result=False, retries=2)
+@task(
+    name="write-answers",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=2,
+    retry_condition_fn=only_transient,
+)
 def write(prediction: predict.Prediction, output: str) -> str:
     return predict_io.write_answers(prediction.rows, output)
 
@@ -44,6 +57,7 @@ def check_loads(folder: Path) -> dict:
     cache_policy=NO_CACHE,
     persist_result=False,
     retries=2,
+    retry_condition_fn=only_transient,
     retry_delay_seconds=5,
 )
 def push(folder: Path, repo_id: str, private: bool, token: str | None) -> str:

@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from linklm import storage
+from tasks.retry import only_transient
 
 
 def destination(url: str, flow_name: str, name: str | None = None) -> str:
@@ -26,6 +27,7 @@ def destination(url: str, flow_name: str, name: str | None = None) -> str:
     cache_policy=NO_CACHE,
     persist_result=False,
     retries=2,
+    retry_condition_fn=only_transient,
     retry_delay_seconds=5,
 )
 def publish_folder(

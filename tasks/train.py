@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from linklm import train
 from linklm.config import TrainConfig
+from tasks.retry import only_transient
 
 
 @task(
@@ -22,6 +23,7 @@ from linklm.config import TrainConfig
     persist_result=False,
     log_prints=False,
     retries=1,
+    retry_condition_fn=only_transient,
     retry_delay_seconds=2,
 )
 def prepare(config: TrainConfig, token: str | None) -> train.Prepared:
@@ -35,7 +37,12 @@ def fit(config: TrainConfig, prepared: train.Prepared):
 
 
 @task(
-    name="save-run", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=1
+    name="save-run",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=2,
+    retry_condition_fn=only_transient,
+    retry_delay_seconds=1,
 )
 def save(
     config: TrainConfig, prepared: train.Prepared, trainer, seconds: float, token: str | None
