@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -35,8 +36,46 @@ def option_error(exc: ValidationError) -> str:
     return f"invalid option {where}: {message}" if where else f"invalid options: {message}"
 
 
+class _NoTracebackForBadInput(logging.Formatter):
+    """The terminal's Prefect formatter, without the traceback of an error the platform
+    raised on purpose (bad input, a bad setting): its message says what and where, and two
+    screens of engine frames above it hid that. The record is left whole for the run's logs
+    in the UI (the API handler formats its own copy)."""
+
+    def __init__(self, inner: logging.Formatter):
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, (LinkLMError, ValidationError)):
+            return self.inner.format(record)
+        kept = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text = kept
+
+
+def quiet_bad_input_tracebacks() -> None:
+    """Set Prefect's logging up now (it would at the first flow run) and give its terminal
+    handler the formatter above; later set-ups are incremental and keep it."""
+    from prefect.logging.configuration import PROCESS_LOGGING_CONFIG, setup_logging
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    if not PROCESS_LOGGING_CONFIG:
+        setup_logging()
+    for handler in logging.getLogger().handlers:
+        inner = handler.formatter
+        wrapped = isinstance(inner, _NoTracebackForBadInput)
+        if isinstance(handler, PrefectConsoleHandler) and inner is not None and not wrapped:
+            handler.setFormatter(_NoTracebackForBadInput(inner))
+
+
 def run_cli(main: Callable[[], int]) -> None:
     """Run ``main``; a platform error or a bad option prints one line and exits 2."""
+    quiet_bad_input_tracebacks()
     try:
         code = main()
     except LinkLMError as exc:

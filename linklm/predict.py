@@ -77,12 +77,17 @@ def _require_input_columns(columns: list[str], source: str) -> None:
         )
 
 
+JSON_CHECKED_BYTES = 64 * 2**20  # a larger JSON input's columns are checked when it is read
+
+
 def _header_columns(path: Path) -> list[str] | None:
-    """A local CSV's or Parquet file's columns from its header alone (None for JSON, which
-    has no header to read without reading it all)."""
+    """A local CSV's or Parquet file's columns from its header alone; a JSON input's from its
+    records (it has no header), unless it is too large to read twice (None: not checked)."""
     suffix = path.suffix.lower()
     if suffix in (".json", ".jsonl", ".ndjson"):
-        return None
+        if path.stat().st_size > JSON_CHECKED_BYTES:
+            return None
+        return _text_of_json(path.read_bytes().decode("utf-8", errors="replace"), str(path)).columns
     try:
         if suffix == ".parquet":
             return list(pl.read_parquet_schema(path))

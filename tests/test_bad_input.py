@@ -78,6 +78,7 @@ def junk(tmp_path_factory) -> Path:
     """A folder that is neither a dataset nor a model, holding a registry that is not JSON."""
     folder = tmp_path_factory.mktemp("junk")
     (folder / "bad.json").write_text('{"format": 1, "champ')
+    (folder / "links.jsonl").write_text('{"link_distance_m": 900}\n{"tx_power_dbm": 20}\n')
     return folder
 
 
@@ -171,6 +172,9 @@ CASES = [
     # predict
     (predict_cli, ["--model", R, "--input", f"{T}/nope.csv"], "nope.csv: file not found"),
     (predict_cli, ["--model", R, "--input", "{junk}"], "a folder, but not a dataset"),
+    # JSON has no header: its records are read before the model loads
+    (predict_cli, ["--model", R, "--input", "{junk}/links.jsonl"], r"links.jsonl: missing input"),
+    (predict_cli, ["--model", R, "--input", "{junk}/bad.json"], "bad.json: not JSON or JSON lines"),
     (predict_cli, ["--model", R, "--input", D, "--fallback", "bogus"], "invalid option fallback"),
     (predict_cli, ["--model", R, "--input", D, "--split", "all"], "invalid option split"),
     (predict_cli, ["--model", R, "--input", D, "--batch-size", "0"], "invalid option batch_size"),
