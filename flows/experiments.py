@@ -7,7 +7,7 @@ from pathlib import Path
 from flows.data import data_flow
 from flows.evaluate import evaluate_flow
 from flows.train import train_flow
-from linklm import evaluate, storage
+from linklm import dataset, evaluate, storage
 from linklm.config import DataFlowConfig, EvalConfig, ExperimentBase, GenerationConfig, TrainConfig
 from linklm.errors import LinkLMError, first_line
 
@@ -41,6 +41,7 @@ def failed_trial(exc: BaseException) -> dict:
 def ensure_data(config: ExperimentBase) -> Path:
     """The dataset folder, built (or resumed) by the data flow when it has no manifest yet."""
     if not (config.data_dir / "manifest.json").exists():
+        dataset.check_buildable(config.data_dir)
         data_flow(
             DataFlowConfig(
                 out_dir=config.data_dir,

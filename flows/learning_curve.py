@@ -18,7 +18,7 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
 from flows.experiments import ExperimentError, attempt, ensure_data, failures_markdown
-from linklm import atomic, charts, evaluate, models, report, summaries
+from linklm import atomic, charts, dataset, evaluate, models, report, summaries
 from linklm.config import LearningCurveConfig, TrainConfig
 from tasks import storage as t_storage
 
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     config = model_from_options(LearningCurveConfig, args)
     models.resolve(config.model)  # fail before Prefect starts (and before data is built)
+    dataset.check_buildable(config.data_dir)
     summary = learning_curve_flow(config)
     for p in summary["points"]:
         failed = f" (failed: {p['error']})" if p["error"] else ""

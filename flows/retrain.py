@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     # fail before Prefect starts (and before the frozen set is built): registry, data, model
     registry.read(config.registry)
     if config.data_dir is not None:
-        dataset.require_manifest(config.data_dir)
+        dataset.read_manifest(config.data_dir)
     models.resolve(config.model)
     entry = retrain_flow(config)
     print(f"{entry['id']}: {entry['decision']}: {entry['reason']}")

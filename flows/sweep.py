@@ -19,7 +19,7 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, fail, run_cli
 from flows.experiments import ExperimentError, attempt, ensure_data, failures_markdown
-from linklm import atomic, charts, evaluate, models, registry, report, summaries
+from linklm import atomic, charts, dataset, evaluate, models, registry, report, summaries
 from linklm.config import LOWER_IS_BETTER, SweepConfig, TrainConfig
 from tasks import storage as t_storage
 
@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         values["trials"] = [_settings(t) for t in args.trial]
     config = SweepConfig(**values)
     models.resolve(config.model)  # fail before Prefect starts (and before data is built)
+    dataset.check_buildable(config.data_dir)
     summary = sweep_flow(config)
     for i, r in enumerate(summary["results"], start=1):
         failed = f" (failed: {r['error']})" if r.get("error") else ""

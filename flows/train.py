@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     # a run training there now is named).
     if config.mode == "qlora":
         check_qlora_possible()
-    dataset.require_manifest(config.data_dir)
+    dataset.read_manifest(config.data_dir)
     models.resolve(config.model)
     check_run_dir(config)
     summary = train_flow(config)

@@ -130,6 +130,24 @@ def lock(out_dir: Path) -> FileLock:
     )
 
 
+def check_buildable(out_dir: Path) -> None:
+    """Refuse to build a dataset into a folder that holds other things: a flow that builds
+    its data when ``--data-dir`` has none (sweep, learning curve) would otherwise write chunks
+    beside whatever a mistyped path points at. A new or empty folder, or one the data flow
+    started (an interrupted run, resumed), is fine."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists() or (out_dir / MANIFEST).exists():
+        return
+    if not out_dir.is_dir():
+        raise DatasetError(f"{out_dir}: a file, not a dataset folder")
+    started = (out_dir / GENERATION).exists() or (out_dir / CHUNK_DIR).is_dir()
+    if not started and any(out_dir.iterdir()):
+        raise DatasetError(
+            f"{out_dir}: a folder with other files in it, not a dataset (no {MANIFEST}); give "
+            "a dataset folder, or a new or empty one to build the dataset in"
+        )
+
+
 def check_compatible(out_dir: Path, config: GenerationConfig, overwrite: bool = False) -> bool:
     """False if ``out_dir`` is new or holds ``config``'s dataset; True if it must be replaced.
 
@@ -240,7 +258,14 @@ def write_manifest(out_dir: Path, config: GenerationConfig, records: list[ChunkR
 
 
 def read_manifest(out_dir: Path) -> dict:
+    """The manifest of a dataset folder, without reading its chunks (a CLI's check before it
+    starts anything; the flow verifies the chunks themselves)."""
     path = Path(out_dir) / MANIFEST
+    if not Path(out_dir).is_dir():  # a mistyped path: not a run that did not finish
+        raise DatasetError(
+            f"{out_dir}: no such dataset folder; build one with python -m flows.data "
+            f"--out-dir {out_dir}"
+        )
     if not path.exists():
         raise DatasetError(
             f"{path}: no manifest (the run did not finish, or it was deleted); "
@@ -299,17 +324,6 @@ def verify(out_dir: Path) -> list[ChunkProblem]:
                 )
             )
     return problems
-
-
-def require_manifest(out_dir: Path) -> dict:
-    """The manifest of a dataset folder, without reading its chunks: a CLI's check before
-    it starts anything (the flow verifies the chunks themselves later)."""
-    if not Path(out_dir).is_dir():
-        raise DatasetError(
-            f"{out_dir}: no such dataset folder; build one with python -m flows.data "
-            f"--out-dir {out_dir}"
-        )
-    return read_manifest(out_dir)
 
 
 def require_intact(out_dir: Path) -> dict:

@@ -211,6 +211,9 @@ CASES = [
     (sweep_cli, ["--metric", "bogus", *EXP], "invalid option metric"),
     (sweep_cli, ["--n-rows", "-1", *EXP], "invalid option n_rows"),
     (sweep_cli, ["--model", "./no/such/model", *EXP], "no such model folder"),
+    # a folder of other things is not where a sweep or a curve builds its dataset
+    (sweep_cli, [*OUT, "--data-dir", "{junk}"], "a folder with other files in it, not a dataset"),
+    (learning_curve_cli, [*OUT, "--data-dir", "{junk}"], "a folder with other files in it"),
     # retrain
     (retrain_cli, ["--mode", "bogus", *RETRAIN], "invalid option mode"),
     (retrain_cli, ["--metric", "bogus", *RETRAIN], "invalid option metric"),
@@ -247,7 +250,8 @@ CASES = [
     (data_cli, ["--workers", "two", *OUT], "argument --workers: invalid int value: 'two'"),
     (data_cli, ["--n-rows", "1e9x", *OUT], "argument --n-rows: invalid int value"),
     (data_cli, ["validate"], "the following arguments are required: path"),
-    (data_cli, ["verify", f"{T}/nope"], "no manifest"),
+    (data_cli, ["verify", f"{T}/nope"], "nope: no such dataset folder; build one with"),
+    (data_cli, ["verify", "{junk}"], "manifest.json: no manifest (the run did not finish"),
 ]
 
 

@@ -172,3 +172,21 @@ def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
         (build / "b").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["b"]
     shutil.rmtree(target)
+
+
+def test_a_dataset_is_built_only_in_a_new_empty_or_started_folder(tmp_path):
+    dataset.check_buildable(tmp_path / "new")
+    (tmp_path / "empty").mkdir()
+    dataset.check_buildable(tmp_path / "empty")
+    started = tmp_path / "started"  # an interrupted data run: resumed, not refused
+    started.mkdir()
+    (started / dataset.GENERATION).write_text("{}")
+    (started / "notes.txt").write_text("mine")
+    dataset.check_buildable(started)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="other: a folder with other files in it"):
+        dataset.check_buildable(other)
+    with pytest.raises(DatasetError, match="notes.txt: a file, not a dataset folder"):
+        dataset.check_buildable(other / "notes.txt")
