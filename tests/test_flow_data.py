@@ -177,7 +177,7 @@ def test_cli_verify_and_validate(small_dataset, tmp_path, capsys):
     missing = _cli(["verify", str(tmp_path / "nothing")], tmp_path)
     assert (
         missing.returncode == 2
-        and "no manifest" in missing.stderr
+        and "nothing: no such dataset folder" in missing.stderr
         and len(missing.stderr.strip().splitlines()) == 1
     )
 

@@ -37,7 +37,7 @@ def test_the_training_task_does_not_retry_a_missing_dataset(prefect_harness, tmp
     state = train_flow(
         TrainConfig(data_dir=tmp_path / "nope", out_dir=tmp_path / "runs"), return_state=True
     )
-    assert state.is_failed() and "no manifest" in str(state.message or state.result(False))
+    assert state.is_failed() and "nope: no such dataset folder" in str(state.message)
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs()
     prepare = [r for r in runs if r.name.startswith("prepare-training")]
