@@ -11,13 +11,14 @@ test rows. Writes sweep.json and report/report.{md,html} under out_dir.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
-from flows.cli import ArgumentParser, fail, run_cli
+from flows.cli import ArgumentParser, fail, options_given, run_cli
 from flows.experiments import ExperimentError, attempt, ensure_data, failures_markdown
 from linklm import atomic, charts, dataset, evaluate, models, registry, report, summaries
 from linklm.config import LOWER_IS_BETTER, SweepConfig, TrainConfig
@@ -145,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    values = {k: v for k, v in vars(args).items() if v is not None and k not in ("grid", "trial")}
+    plain = {k: v for k, v in vars(args).items() if k not in ("grid", "trial")}
+    values = options_given(SweepConfig, argparse.Namespace(**plain))  # --max-rows none: all
     if args.grid:
         grid = {}
         for spec in args.grid:

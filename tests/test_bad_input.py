@@ -209,6 +209,7 @@ CASES = [
     (sweep_cli, ["--trial", "mode=lora,oops", *EXP], "'oops': expected setting=value"),
     (sweep_cli, ["--trial", "mode=sideways", *EXP], "invalid option mode"),
     (sweep_cli, ["--metric", "bogus", *EXP], "invalid option metric"),
+    (sweep_cli, ["--max-rows", "none", "--metric", "x", *EXP], "option metric"),  # none: all
     (sweep_cli, ["--n-rows", "-1", *EXP], "invalid option n_rows"),
     (sweep_cli, ["--model", "./no/such/model", *EXP], "no such model folder"),
     # a folder of other things is not where a sweep or a curve builds its dataset
