@@ -243,12 +243,18 @@ def test_a_missing_or_nan_value_in_parquet_fails_its_row_only(
         value = listed
     path = tmp_path / "links.parquet"
     _with_value(rows, 5, column, value).write_parquet(path)
+    _only_row_5_is_bad(path, tmp_path, column, check)
+
+
+def _only_row_5_is_bad(path, tmp_path, column: str, check: str) -> pl.DataFrame:
+    """Row 5 alone fails, on ``column``'s ``check``, and is quarantined; the quarantine."""
     result = validate.validate_path(path, tmp_path / "report")
     errors = result.problems.filter(pl.col("severity") == "error")
     assert result.bad_rows == 1 and set(errors["row"]) == {5}, errors
     assert errors.filter((pl.col("column") == column) & (pl.col("check") == check)).height == 1
     quarantine = pl.read_csv(result.files["quarantine_csv"], infer_schema=False)
     assert quarantine["row"].to_list() == ["5"]
+    return quarantine
 
 
 def test_an_empty_parquet_file_is_refused(small_dataset, tmp_path):
@@ -320,10 +326,5 @@ def test_a_malformed_scan_in_parquet_is_a_bad_row_quarantined_as_text(
     records[5]["spectral_scan_dbm"] = scan(records[5]["spectral_scan_dbm"])
     path = tmp_path / "links.parquet"
     pl.DataFrame(records, schema=rows.schema).write_parquet(path)
-    result = validate.validate_path(path, tmp_path / "report")
-    errors = result.problems.filter(pl.col("severity") == "error")
-    assert result.bad_rows == 1 and set(errors["row"]) == {5}, errors
-    assert errors.filter((pl.col("column") == column) & (pl.col("check") == check)).height == 1
-    quarantine = pl.read_csv(result.files["quarantine_csv"], infer_schema=False)
-    assert quarantine["row"].to_list() == ["5"]
+    quarantine = _only_row_5_is_bad(path, tmp_path, column, check)
     assert scan_text in quarantine["spectral_scan_dbm"][0]
