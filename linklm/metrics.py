@@ -27,6 +27,7 @@ SLICE_COLUMNS: tuple[str, ...] = (
 )
 SUB_BAND_MHZ = 100  # confusion over 100 MHz sub-bands keeps a 241-channel grid readable
 INVALID = "invalid"
+PREDICTED = ("pred_channel", "pred_throughput")
 
 
 def _none_if_nan(value: float) -> float | None:
@@ -92,14 +93,15 @@ def score(predictions: pl.DataFrame, answers: frozenset[str] | None = None) -> d
     prompt format says): those are scored even when no row got an answer (top-1 0 %, not
     "no score"). Without it, a part is scored when some row has it (the baselines)."""
     if answers is None:
+        some = {c: predictions[c].null_count() < predictions.height for c in PREDICTED}
         answers = frozenset(
             part
             for part, given in (
-                ("channel", predictions["pred_channel"].null_count() < predictions.height),
-                ("throughput", predictions["pred_throughput"].null_count() < predictions.height),
+                ("channel", some["pred_channel"] or _ranks(predictions)),
+                ("throughput", some["pred_throughput"]),
             )
             if given
-        ) | ({"channel"} if _ranks(predictions) else set())
+        )
     return {
         "channel": channel_metrics(predictions) if "channel" in answers else None,
         "throughput": throughput_metrics(predictions) if "throughput" in answers else None,
