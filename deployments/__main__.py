@@ -74,13 +74,18 @@ def clear_api_errors(url: str) -> Iterator[None]:
             )
 
 
+def _schedule_key(deployment, schedule) -> tuple[str, str, str]:
+    """A schedule's identity across a re-deploy (which gives it a new id): flow, deployment,
+    then its slug, else its definition."""
+    what = schedule.slug or schedule.schedule.model_dump_json()
+    return (str(deployment.flow_id), deployment.name, what)
+
+
 def schedule_states() -> dict[tuple[str, str, str], bool]:
     """Whether each deployment schedule is on, by (flow id, deployment, schedule)."""
     with get_client(sync_client=True) as client:
         return {
-            (str(d.flow_id), d.name, s.slug or s.schedule.model_dump_json()): s.active
-            for d in client.read_deployments()
-            for s in d.schedules
+            _schedule_key(d, s): s.active for d in client.read_deployments() for s in d.schedules
         }
 
 
@@ -92,7 +97,7 @@ def restore_schedule_states(before: dict[tuple[str, str, str], bool]) -> list[st
     with get_client(sync_client=True) as client:
         for d in client.read_deployments():
             for s in d.schedules:
-                was = before.get((str(d.flow_id), d.name, s.slug or s.schedule.model_dump_json()))
+                was = before.get(_schedule_key(d, s))
                 if was is not None and was != s.active:
                     client.update_deployment_schedule(d.id, s.id, active=was)
                     restored.append(f"{d.name}: schedule {'on' if was else 'off'} as before")

@@ -48,8 +48,10 @@ def project_dir(directory: str = "") -> Path:
 
 def checkouts_dir() -> Path:
     """Where a git-tracking worker keeps its clones (``$LINKLM_HOME/checkouts``)."""
-    home = os.environ.get("LINKLM_HOME") or Path.home() / ".cache" / "linklm"
-    return Path(home).expanduser() / "checkouts"
+    from linklm.models import home  # here, not at the top: it imports torch, and the worker
+    # CLI imports this module only for HERE; a pull step runs where the flow loads torch anyway
+
+    return home().expanduser() / "checkouts"
 
 
 def clone(repository: str, branch: str = "") -> Path:
