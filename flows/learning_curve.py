@@ -43,7 +43,11 @@ def train_config(config: LearningCurveConfig, size: int, stamp: str) -> TrainCon
     )
 
 
-def markdown(config: LearningCurveConfig, points: list[dict], references: list[dict]) -> str:
+def markdown(
+    config: LearningCurveConfig, points: list[dict], references: list[dict], test_rows: int
+) -> str:
+    """The report's text; ``test_rows``: how many rows each point was evaluated on (fewer
+    than ``config.eval_rows`` when the test split is smaller)."""
     rows = [[summaries.fmt(p["train_rows"], "int"), *summaries.trial_cells(p)] for p in points]
     refs = [
         [r["system"], summaries.fmt(r["top1"], "pct"), summaries.fmt(r["throughput_mae"])]
@@ -51,7 +55,7 @@ def markdown(config: LearningCurveConfig, points: list[dict], references: list[d
     ]
     return (
         f"# Learning curve: {config.model} ({config.mode}), {config.epochs:g} epochs per size\n\n"
-        f"Every point is evaluated on the same {config.eval_rows:,} test rows.\n\n"
+        f"Every point is evaluated on the same {test_rows:,} test rows.\n\n"
         + summaries.table(["train rows", *summaries.TRIAL_HEADER], rows)
         + "\n## Reference lines\n\n"
         + summaries.table(["system", "channel top-1", "throughput MAE"], refs)
@@ -83,7 +87,7 @@ def learning_curve_flow(config: LearningCurveConfig = LearningCurveConfig()) -> 
     if result is None:
         raise ExperimentError(f"every point failed; the first: {points[0]['error']}")
     refs = evaluate.references(result)
-    text = markdown(config, points, refs)
+    text = markdown(config, points, refs, result["rows"])
     paths = report.write_report(
         config.out_dir / "report",
         "Learning curve",

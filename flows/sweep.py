@@ -61,11 +61,13 @@ def ranked(results: list[dict], metric: str) -> list[dict]:
     return sorted(results, key=key)
 
 
-def markdown(config: SweepConfig, results: list[dict]) -> str:
+def markdown(config: SweepConfig, results: list[dict], test_rows: int) -> str:
+    """The report's text; ``test_rows``: how many rows each trial was evaluated on (fewer
+    than ``config.eval_rows`` when the test split is smaller)."""
     rows = [[i + 1, r["name"], *summaries.trial_cells(r)] for i, r in enumerate(results)]
     return (
         f"# Sweep: {len(results)} trials of {config.model}, ranked by {config.metric}\n\n"
-        f"Every trial is evaluated on the same {config.eval_rows:,} test rows.\n\n"
+        f"Every trial is evaluated on the same {test_rows:,} test rows.\n\n"
         + summaries.table(["rank", "trial", *summaries.TRIAL_HEADER], rows)
         + failures_markdown(results, "name")
     )
@@ -91,9 +93,9 @@ def sweep_flow(config: SweepConfig = SweepConfig()) -> dict:  # noqa: B008 (UI f
     paths = report.write_report(
         config.out_dir / "report",
         "Sweep",
-        markdown(config, results),
+        markdown(config, results, result["rows"]),
         # no chart when no trial gave a usable answer for the metric (the table says so)
-        {"sweep": charts.sweep_bars(results, config.metric)}
+        {"sweep": charts.sweep_bars(results, config.metric, in_given_order=True)}
         if any(r[config.metric] is not None for r in results)
         else {},
     )

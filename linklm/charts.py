@@ -51,6 +51,11 @@ def metric_info(metric: str) -> Metric:
     return Metric(metric, 1.0, higher)
 
 
+def _value_scale(info: Metric) -> alt.Scale | alt.UndefinedType:
+    """0-100 for a percentage, so bars of 0 % still read as measured (not as an empty chart)."""
+    return alt.Scale(domain=[0, 100]) if info.factor == 100.0 else alt.Undefined
+
+
 def _scaled(value: float | None, factor: float) -> float | None:
     """``value`` in display units, or None where it is missing or not finite."""
     if value is None or not math.isfinite(float(value)):
@@ -76,14 +81,21 @@ def _ranked_bars(
     title: str,
     extra_tooltips: tuple[alt.Tooltip, ...] = (),
     color: alt.Color | None = None,
+    in_given_order: bool = False,
 ) -> alt.LayerChart:
-    """Horizontal bars, best on top, with the value written at the end of each bar."""
+    """Horizontal bars, best on top, with the value written at the end of each bar.
+
+    ``in_given_order``: the rows are already ranked best first (by more than the value)."""
     info = metric_info(metric)
     # Ranked here, not by a Vega '-x' sort: layered sorts warn in Vega-Lite and ties stay stable.
-    ranked = sorted(rows, key=lambda row: -row["value"] if info.higher_is_better else row["value"])
+    ranked = (
+        rows
+        if in_given_order
+        else sorted(rows, key=lambda row: -row["value"] if info.higher_is_better else row["value"])
+    )
     base = alt.Chart(alt.Data(values=ranked)).encode(
         y=alt.Y("label:N", title=label_title, sort=[row["label"] for row in ranked]),
-        x=alt.X("value:Q", title=info.title),
+        x=alt.X("value:Q", title=info.title, scale=_value_scale(info)),
         tooltip=[
             alt.Tooltip("label:N", title=label_title),
             alt.Tooltip("value:Q", title=info.title, format=".4g"),
@@ -276,7 +288,7 @@ def slice_bars(slices: list[dict], metric: str = "top1") -> alt.ConcatChart:
             .mark_bar()
             .encode(
                 x=alt.X("label:N", title=axis, sort=None, axis=alt.Axis(labelAngle=-30)),
-                y=alt.Y("value:Q", title=info.title),
+                y=alt.Y("value:Q", title=info.title, scale=_value_scale(info)),
                 tooltip=[
                     alt.Tooltip("label:N", title=axis),
                     alt.Tooltip("value:Q", title=info.title, format=".2f"),
@@ -351,11 +363,12 @@ def _params_text(result: dict, skip: set[str]) -> str:
     return ", ".join(parts)
 
 
-def sweep_bars(results: list[dict], metric: str) -> alt.LayerChart:
+def sweep_bars(results: list[dict], metric: str, in_given_order: bool = False) -> alt.LayerChart:
     """Sweep runs ranked by ``metric``, best on top; the tooltip lists each run's settings.
 
     ``results``: ``{"name": str, metric: float|None, ...}``; runs without the metric (failed
-    or unfinished trials) are left out.
+    or unfinished trials) are left out. ``in_given_order``: ``results`` are ranked already,
+    best first (the sweep ranks an error metric by the rows answered first, as its table).
     """
     info = metric_info(metric)
     rows = [
@@ -371,17 +384,23 @@ def sweep_bars(results: list[dict], metric: str) -> alt.LayerChart:
         "Run",
         f"Sweep runs ranked by {info.title}, best on top",
         (alt.Tooltip("params:N", title="Settings"),),
+        in_given_order=in_given_order,
     )
 
 
-def training_curve(history: list[dict]) -> alt.Chart:
-    """Training and validation loss against the step, from a run's ``history.json``."""
-    rows = [
+def loss_rows(history: list[dict]) -> list[dict]:
+    """The finite training and validation losses of a run's ``history.json``, one per point."""
+    return [
         {"step": int(h["step"]), "value": float(h[key]), "label": label}
         for h in history
         for key, label in (("loss", "training loss"), ("eval_loss", "validation loss"))
         if key in h and h.get("step") is not None and math.isfinite(float(h[key]))
     ]
+
+
+def training_curve(history: list[dict]) -> alt.Chart:
+    """Training and validation loss against the step, from a run's ``history.json``."""
+    rows = loss_rows(history)
     if not rows:
         raise ValueError("training_curve: the history has no loss values")
     return (

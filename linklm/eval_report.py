@@ -20,12 +20,13 @@ def evaluation_charts(result: dict, model_predictions) -> dict:
     history = Path(result["run_dir"]) / HISTORY_FILE if result.get("run_dir") else None
     if history is not None and history.exists():
         losses = json.loads(history.read_text())
-        if any("loss" in h or "eval_loss" in h for h in losses):
+        if charts.loss_rows(losses):  # none: a run too short to log, or only NaN losses
             out["training"] = charts.training_curve(losses)
     out["baselines"] = charts.baseline_bars(result["systems"])
     if answers_channel:
         out["confusion"] = charts.confusion_heatmap(result["confusion_by_sub_band"])
-    if answers_throughput:
+    answered_throughput = model_predictions["pred_throughput"].drop_nulls().drop_nans().len()
+    if answers_throughput and answered_throughput:  # no point to place: no chart
         out["throughput"] = charts.throughput_scatter(model_predictions)
     slice_metric = "top1" if answers_channel else "throughput_mae"
     if any(row.get(slice_metric) is not None for row in result["slices"]):  # none: no answer

@@ -148,10 +148,10 @@ def standing(systems: list[dict], frames: dict[str, pl.DataFrame] | None = None)
             "gap_closed": (m - b) / (o - b) if o != b else None,
         }
     throughput_floor = by_name.get("per-bandwidth mean throughput")
-    if model["throughput"] and throughput_floor and model["throughput"]["mae"] is not None:
+    if model["throughput"] and throughput_floor:
         m, b, o = (s["throughput"]["mae"] for s in (model, throughput_floor, oracle))
         answered = model["throughput"]["answered"]
-        if answered < 1 and frames:
+        if m is not None and answered < 1 and frames:
             rows = frames[MODEL]["pred_throughput"].is_not_null()
             b, o = (
                 metrics.throughput_metrics(frames[s["name"]].filter(rows))["mae"]
@@ -163,7 +163,8 @@ def standing(systems: list[dict], frames: dict[str, pl.DataFrame] | None = None)
             "baseline_value": b,
             "oracle": o,
             "answered": answered,
-            "gap_closed": (b - m) / (b - o) if o != b else None,
+            # None when the model answered no throughput at all (no gap to speak of)
+            "gap_closed": (b - m) / (b - o) if m is not None and o != b else None,
         }
     return out
 

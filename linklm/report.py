@@ -144,6 +144,8 @@ def render_html(title: str, markdown: str, specs: dict[str, dict]) -> str:
     """One page: the Markdown as HTML, then every chart; the JS bundle appears once, inline."""
     head_script = f'<script id="{BUNDLE_MARK}">{javascript_bundle()}</script>\n' if specs else ""
     charts = ""
+    # a page without charts is rendered as it loads: say so to checkers at once
+    body_attributes = "" if specs else ' data-rendered="0"'
     if specs:
         charts = (
             "<h2>Charts</h2>\n"
@@ -156,7 +158,7 @@ def render_html(title: str, markdown: str, specs: dict[str, dict]) -> str:
     return (
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>\n{head_script}</head>\n"
-        f"<body>\n<main>\n{_title_heading(title, markdown, html_form=True)}"
+        f"<body{body_attributes}>\n<main>\n{_title_heading(title, markdown, html_form=True)}"
         f"{markdown_to_html(markdown)}\n"
         f"{charts}</main>\n</body>\n</html>\n"
     )
@@ -187,6 +189,9 @@ def write_chart_images(charts_dir: Path, specs: dict[str, dict]) -> dict[str, Pa
         atomic.write_text(svg, vl_convert.vegalite_to_svg(spec, vl_version=version))
         paths[f"png:{name}"] = png
         paths[f"svg:{name}"] = svg
+    for stale in charts_dir.glob("*"):  # an earlier report's charts that this one has not
+        if stale.suffix in (".png", ".svg") and stale not in paths.values():
+            stale.unlink()
     return paths
 
 

@@ -36,14 +36,27 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-TRIAL_HEADER = ("steps", "train s", "top-1", "top-1 ranked", "top-3", "throughput MAE")
+TRIAL_HEADER = (
+    "steps",
+    "train s",
+    "answered",
+    "top-1",
+    "top-1 ranked",
+    "top-3",
+    "throughput MAE",
+)
 
 
 def trial_cells(row: dict) -> list[str]:
-    """The cells under ``TRIAL_HEADER`` for one trained-and-evaluated run (curve or sweep)."""
+    """The cells under ``TRIAL_HEADER`` for one trained-and-evaluated run (curve or sweep).
+
+    "answered" is the share of rows whose answer parsed (a channel-and-throughput answer
+    parses whole), which the throughput MAE is over."""
+    answered = row.get("answered")
     return [
-        row["steps"],
+        fmt(row["steps"], "int"),
         fmt(row["train_seconds"]),
+        fmt(answered if answered is not None else row.get("throughput_answered"), "pct"),
         fmt(row["top1"], "pct"),
         fmt(row["top1_ranked"], "pct"),
         fmt(row["top3"], "pct"),
@@ -91,11 +104,13 @@ def systems_table(systems: list[dict]) -> str:
 
 
 def _gap_words(closed: float | None, lead: float) -> str:
-    if closed is None:
-        return "."
-    if closed < 0:
+    """The gap sentence; a model below the heuristic is said so even where there is no gap
+    (the heuristic scores as the oracle on these rows)."""
+    if closed is not None and closed >= 0:
+        return f", so the model closes {fmt(closed, 'pct')} of the gap between them."
+    if lead < 0:
         return f": the model is {100 * -lead:.1f} points **below** the heuristic."
-    return f", so the model closes {fmt(closed, 'pct')} of the gap between them."
+    return "."
 
 
 def standing_text(standing: dict) -> str:
@@ -111,7 +126,12 @@ def standing_text(standing: dict) -> str:
             + _gap_words(closed, ch["model"] - ch["baseline_value"])
         )
     tp = standing.get("throughput")
-    if tp:
+    if tp and tp["model"] is None:
+        lines.append(
+            f"- Throughput: the model answered no throughput on any link; the {tp['baseline']} "
+            f"has an MAE of {fmt(tp['baseline_value'])} Mbps, the oracle {fmt(tp['oracle'])}."
+        )
+    elif tp:
         closed = tp["gap_closed"]
         answered = tp.get("answered", 1.0)
         over = (

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from prefect import get_client
 
-from linklm import evaluate, metrics, report, train
+from linklm import evaluate, examples, metrics, report, train
 from linklm.config import EvalConfig, LearningCurveConfig, SweepConfig, TrainConfig
 
 TINY_TRAIN = {"max_steps": 8, "batch_size": 16, "eval_rows": 16, "warmup_steps": 1}
@@ -196,7 +196,8 @@ def test_a_failed_trial_is_a_row_of_the_sweep_not_its_end(
         pytest.skip("qlora trains here: no trial fails")
     args = ["--data-dir", str(small_dataset), "--out-dir", str(tmp_path / "sweep")]
     args += ["--trial", "mode=qlora", "--trial", "mode=full", "--max-rows", "200"]
-    args += ["--max-steps", "4", "--eval-rows", "30", "--metric", "top1_ranked"]
+    # more rows asked than the test split has: the report says how many were evaluated
+    args += ["--max-steps", "4", "--eval-rows", "100000", "--metric", "top1_ranked"]
     assert sweep.main(args) == 1  # a trial failed
     out = capsys.readouterr().out
     assert "mode=qlora: top1_ranked = None (failed: mode qlora needs a CUDA GPU" in out
@@ -206,6 +207,9 @@ def test_a_failed_trial_is_a_row_of_the_sweep_not_its_end(
     assert saved["results"][-1]["name"] == "mode=qlora"  # no score: ranked last
     report_md = (tmp_path / "sweep" / "report" / "report.md").read_text()
     assert "## Failed trials" in report_md and "qlora needs a CUDA GPU" in report_md
+    test_rows = examples.split_rows(small_dataset, "test").height
+    assert f"evaluated on the same {test_rows:,} test rows" in report_md
+    assert "| 2 | mode=qlora | — | — | — |" in report_md  # no steps, time or answers
 
 
 def test_sweep_config_refuses_unknown_or_invalid_settings():

@@ -8,8 +8,18 @@ import pytest
 from sklearn import metrics as skm
 
 from linklm import answers as model_answers
-from linklm import baselines, evaluate, examples, metrics, numtok, predictions, summaries
+from linklm import (
+    baselines,
+    eval_report,
+    evaluate,
+    examples,
+    metrics,
+    numtok,
+    predictions,
+    summaries,
+)
 from linklm.formats import PromptFormat
+from linklm.train import HISTORY_FILE
 
 
 def _rows(truth_channels, truth_tp, available, **slices) -> pl.DataFrame:
@@ -245,3 +255,47 @@ def test_numtok_answers_round_trip_through_the_metrics(small_dataset):
     assert scored["channel"]["top1"] == 1.0
     # numtok throughput is a 256-bin log code: small, non-zero error
     assert 0 < scored["throughput"]["mape"] < 5
+
+
+def test_a_model_that_answers_no_throughput_is_said_so(small_dataset, tmp_path):
+    """Asked for throughput and never answering it: a sentence and no chart, not silence;
+    a run whose losses are all NaN (fp16 overflow) gets no training chart, not a failure."""
+    test = examples.split_rows(small_dataset, "test", max_rows=40)
+    train = examples.split_rows(small_dataset, "train")
+    frames = baselines.all_baselines(train, test, tabular_rows=300)
+    silent = np.full(test.height, np.nan)
+    model = predictions.frame(test, channel=baselines.quietest_channel(test), throughput=silent)
+    asked = metrics.answered_parts("both")
+    systems = [evaluate.system_scores(evaluate.MODEL, "model", model, asked)] + [
+        evaluate.system_scores(name, "baseline", frame) for name, frame in frames.items()
+    ]
+    tp = evaluate.standing(systems, {evaluate.MODEL: model} | frames)["throughput"]
+    assert tp["model"] is None and tp["gap_closed"] is None and tp["answered"] == 0.0
+    text = summaries.standing_text({"throughput": tp})
+    assert "answered no throughput on any link" in text
+    (tmp_path / HISTORY_FILE).write_text('[{"step": 10, "loss": NaN, "eval_loss": NaN}]')
+    result = {
+        "run_dir": str(tmp_path),
+        "prompt_format": {"target": "both"},
+        "systems": systems,
+        "slices": [],
+        "confusion_by_sub_band": metrics.confusion_by_sub_band(model),
+    }
+    drawn = eval_report.evaluation_charts(result, model)
+    assert "throughput" not in drawn and "training" not in drawn
+    assert {"baselines", "confusion"} <= set(drawn)
+
+
+def test_a_model_below_the_heuristic_is_said_so_where_the_heuristic_is_the_oracle():
+    standing = {
+        "channel": {
+            "model": 0.0,
+            "baseline": "quietest channel (scan)",
+            "baseline_value": 1.0,
+            "oracle": 1.0,
+            "gap_closed": None,  # heuristic = oracle on these rows: no gap
+        }
+    }
+    assert "100.0 points **below** the heuristic" in summaries.standing_text(standing)
+    level = standing["channel"] | {"model": 1.0}
+    assert summaries.standing_text({"channel": level}).rstrip().endswith("100.0 %.")

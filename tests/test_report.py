@@ -199,6 +199,35 @@ def test_sweep_bars_ranks_and_skips_failed_runs() -> None:
     assert [r["label"] for r in _values(ranked.to_dict(), "layer", 0)] == ["y", "x"]
 
 
+def test_sweep_bars_keep_a_ranking_made_by_more_than_the_value() -> None:
+    """The sweep ranks an error over more answered rows first: its chart agrees with its table."""
+    table_order = [
+        {"name": "all rows", "throughput_mae": 10.0},
+        {"name": "half the rows", "throughput_mae": 5.0},
+    ]
+    spec = charts.sweep_bars(table_order, "throughput_mae", in_given_order=True).to_dict()
+    assert [r["label"] for r in _values(spec, "layer", 0)] == ["all rows", "half the rows"]
+
+
+def test_percent_axes_span_0_to_100_so_zero_bars_read_as_measured() -> None:
+    spec = charts.slice_bars([{"column": "weather", "value": "rain", "n": 3, "top1": 0.0}])
+    assert spec.to_dict()["concat"][0]["encoding"]["y"]["scale"] == {"domain": [0, 100]}
+
+
+def test_a_rewritten_report_keeps_no_chart_of_the_earlier_one(tmp_path: Path) -> None:
+    bars = charts.sweep_bars([{"name": "a", "top1": 0.5}], "top1")
+    report.write_report(tmp_path, "first", "m", {"kept": bars, "dropped": bars})
+    paths = report.write_report(tmp_path, "second", "m", {"kept": bars})
+    assert sorted(p.name for p in (tmp_path / report.CHARTS_DIR).iterdir()) == [
+        "kept.png",
+        "kept.svg",
+    ]
+    assert paths["png:kept"].exists()
+    report.write_report(tmp_path, "third", "no charts", {})
+    assert not list((tmp_path / report.CHARTS_DIR).iterdir())
+    assert '<body data-rendered="0">' in (tmp_path / "report.html").read_text()
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
     """One 5-chart report shared by the file and browser tests (rendering takes seconds)."""
