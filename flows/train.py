@@ -19,7 +19,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
 from linklm import dataset, models, summaries
 from linklm.config import TrainConfig
-from linklm.train import check_qlora_possible, check_run_dir, resumed, run_dir_of, run_lock
+from linklm.train import check_hardware, check_run_dir, resumed, run_dir_of, run_lock
 from tasks import secrets
 from tasks import storage as t_storage
 from tasks import train as t
@@ -92,15 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     # Fail before Prefect starts when the answer is known already: the dataset, the base
     # model, and the run folder (a finished run is never overwritten; a resume needs one;
     # a run training there now is named).
-    if config.mode == "qlora":
-        check_qlora_possible()
+    check_hardware(config)
     dataset.read_manifest(config.data_dir)
     models.resolve(config.model)
     check_run_dir(config)
     summary = train_flow(config)
     if summary.get("dry_run"):
         print(
-            f"dry run ok: loss {summary['loss']:.4f} on one batch of {summary['train_rows']} train rows"
+            f"dry run ok: loss {summary['loss']:.4f} on one batch of {min(config.batch_size, summary['train_rows'])} rows "
+            f"(of {summary['train_rows']:,} training rows)"
         )
     else:
         print(f"run saved in {summary['run_dir']}: val loss {summary['final_eval_loss']}")

@@ -151,7 +151,7 @@ class TrainConfig(BaseModel):
     )
     eval_rows: int = Field(500, ge=0, description="Validation rows for the val loss.")
     epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, description="Overrides epochs when > 0.")
+    max_steps: int = Field(-1, description="Steps to train; overrides epochs. -1: by epochs.")
     batch_size: int = Field(32, gt=0)
     grad_accum: int = Field(1, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
@@ -197,6 +197,10 @@ class TrainConfig(BaseModel):
     def _one_precision(self) -> TrainConfig:
         if self.bf16 and self.fp16:
             raise ValueError("choose one of bf16 and fp16")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(
+                f"max_steps must be positive, or -1 to train by epochs: {self.max_steps}"
+            )
         if self.resume and not self.run_name:
             raise ValueError("resume needs run_name (the run folder to continue)")
         return self

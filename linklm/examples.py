@@ -8,24 +8,42 @@ so ``prompt + answer`` is exactly what the template renders for the whole conver
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
 from datasets import Dataset
+from pydantic import ValidationError
 
 from linklm import atomic, dataset, shards, validate
 from linklm.config import SplitConfig
+from linklm.errors import DatasetError
 from linklm.formats import PromptFormat
+
+log = logging.getLogger(__name__)
 
 END_OF_TURN = "<end_of_turn>"
 
 
 def split_config_of(data_dir: Path) -> SplitConfig:
-    """The split the data flow used for this folder's shards (the default if none yet)."""
-    record = atomic.read_json_or_none(Path(data_dir) / shards.SHARD_DIR / shards.RECORD)
-    return SplitConfig(**record["key"]["split"]) if record else SplitConfig()
+    """The split the data flow used for this folder's shards; the default for a folder with
+    no shards yet (``dataset.build`` alone). Shards without a readable record are an error,
+    not the default: a split of other fractions would move test rows into training."""
+    shard_dir = Path(data_dir) / shards.SHARD_DIR
+    record = atomic.read_json_or_none(shard_dir / shards.RECORD)
+    if record is None and not shard_dir.exists():
+        log.warning("%s: no shards yet, so the default split (%s)", data_dir, SplitConfig())
+        return SplitConfig()
+    try:
+        return SplitConfig(**record["key"]["split"])
+    except (TypeError, KeyError, ValidationError):
+        raise DatasetError(
+            f"{shard_dir / shards.RECORD}: missing or not a shards record, so the split of "
+            "this folder's shards is unknown; write the shards again (python -m flows.data "
+            "--out-dir with the same options) or delete shards/"
+        ) from None
 
 
 def split_rows(

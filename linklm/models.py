@@ -398,5 +398,16 @@ def load(
         )
     if missing:
         log.warning("%s: %d tensor(s) not in the weights, newly initialised", source, len(missing))
-    prompt_format = PromptFormat.load(Path(source)) if Path(source).exists() else PromptFormat()
+    folder = Path(source)
+    if folder.exists() and not (folder / PROMPT_FILE).exists() and _has_number_tokens(tokenizer):
+        raise ModelError(
+            f"{folder / PROMPT_FILE}: missing, and this is a number-token model: read as text "
+            f"it would answer nonsense; copy {PROMPT_FILE} from its run's model/ folder"
+        )
+    prompt_format = PromptFormat.load(folder) if folder.exists() else PromptFormat()
     return LoadedModel(model, tokenizer, prompt_format, source)
+
+
+def _has_number_tokens(tokenizer) -> bool:
+    """A vocabulary with a token per channel (``c5180``): it reads prompts of numtok-v1 only."""
+    return tokenizer.convert_tokens_to_ids("c5180") not in (None, tokenizer.unk_token_id)

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 import linklm
 from linklm import atomic, augment, dataset, examples, models
 from linklm.config import TrainConfig
-from linklm.errors import LinkLMError
+from linklm.errors import LinkLMError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ CHECKPOINTS = "checkpoints"
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.json"
 CONFIG_FILE = "train_config.json"
+DATASET_KEY = "dataset_sha256"  # in CONFIG_FILE beside the settings: the data trained on
+# what a checkpoint needs to continue exactly: weights beside these (the Trainer skips the
+# optimizer when scheduler.pt is missing and the RNG state when rng_state.pth is)
+CHECKPOINT_STATE = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
 # what a checkpoint's weights are made of: a resume cannot change them
 FIXED_ON_RESUME = ("model", "mode", "target", "lora_r", "lora_alpha", "lora_targets")
 
@@ -48,15 +53,17 @@ FIXED_ON_RESUME = ("model", "mode", "target", "lora_r", "lora_alpha", "lora_targ
 def run_weights(run_dir: Path, adapter: bool = False) -> Path | None:
     """The weights folder of a finished run: model/ (full or merged weights), else adapter/
     (QLoRA runs made before QLoRA had a merged export saved only that); with ``adapter``,
-    adapter/ only. None when ``run_dir`` is not a finished run or holds neither, so each
-    caller can say what that means for it."""
+    adapter/ only. An upload folder made by publish (run.json beside the weights, as a Hub
+    download has it) is its own weights folder. None when ``run_dir`` is not a finished run
+    or holds no weights, so each caller can say what that means for it."""
     run_dir = Path(run_dir)
     if not (run_dir / RUN_FILE).exists():
         return None
     for sub in ("adapter",) if adapter else ("model", "adapter"):
         if (run_dir / sub).is_dir():
             return run_dir / sub
-    return None
+    beside = ("adapter_config.json",) if adapter else ("config.json", "adapter_config.json")
+    return run_dir if any((run_dir / name).is_file() for name in beside) else None
 
 
 class TrainingError(LinkLMError):
@@ -86,10 +93,18 @@ def resumed(config: TrainConfig) -> TrainConfig:
     (``FIXED_ON_RESUME``) cannot change: that is a new run, refused before anything loads."""
     if not config.resume:
         return config
-    started = saved_config(run_dir_of(config))
+    run_dir = run_dir_of(config)
+    path = run_dir / CONFIG_FILE
+    started = saved_config(run_dir)
     if started is None:
+        if _checkpoints(run_dir):
+            raise TrainingError(
+                f"{path} is missing: the settings its checkpoints were trained with are unknown, "
+                "so the run cannot continue as it started; restore the file, or train a new "
+                "run_name"
+            )
         return config
-    path = run_dir_of(config) / CONFIG_FILE
+    trained_on = started.pop(DATASET_KEY, None)
     try:
         before = TrainConfig(**started)
     except ValidationError as exc:
@@ -107,10 +122,21 @@ def resumed(config: TrainConfig) -> TrainConfig:
     ]
     if changed:
         raise TrainingError(
-            f"{run_dir_of(config)}: a resume keeps the settings its checkpoints were trained "
+            f"{run_dir}: a resume keeps the settings its checkpoints were trained "
             f"with ({', '.join(changed)}); train a new run_name for that"
         )
+    now = dataset.read_manifest(after.data_dir)["dataset_sha256"]
+    if trained_on is not None and now != trained_on:
+        raise TrainingError(
+            f"{after.data_dir}: dataset {now[:12]}... is not the one run {run_dir.name} trained on "
+            f"({trained_on[:12]}...); a resume continues on the same data: give that dataset's "
+            "data_dir, or train a new run_name"
+        )
     return after
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    return list((run_dir / CHECKPOINTS).glob("checkpoint-*"))
 
 
 def check_qlora_possible() -> None:
@@ -124,6 +150,18 @@ def check_qlora_possible() -> None:
         import bitsandbytes  # noqa: F401
     except ImportError:
         raise TrainingError("mode qlora needs bitsandbytes: pip install '.[gpu]'") from None
+
+
+def check_hardware(config: TrainConfig) -> None:
+    """What the settings need from the machine: QLoRA and fp16 a CUDA GPU. On the CPU the
+    Trainer runs an fp16 run in float32 and would still record fp16: refused instead."""
+    if config.mode == "qlora":
+        check_qlora_possible()
+    if config.fp16 and not torch.cuda.is_available():
+        raise TrainingError(
+            "fp16 needs a CUDA GPU and this machine has none (on the CPU the Trainer would "
+            "train in float32); use bf16 or neither here"
+        )
 
 
 def run_dir_of(config: TrainConfig) -> Path:
@@ -176,7 +214,7 @@ def last_checkpoint(run_dir: Path) -> Path | None:
         for n in ("model.safetensors", "adapter_model.safetensors")
         if (latest / n).exists()
     ]
-    missing = [] if (latest / "optimizer.pt").exists() else ["optimizer.pt"]
+    missing = [name for name in CHECKPOINT_STATE if not (latest / name).exists()]
     if not weights:
         missing.append("model.safetensors")
     if not missing:
@@ -186,14 +224,28 @@ def last_checkpoint(run_dir: Path) -> Path | None:
             with safe_open(str(weights[0]), framework="pt") as fh:
                 list(fh.keys())
             json.loads((latest / "trainer_state.json").read_text())
+            for name in CHECKPOINT_STATE:
+                _check_zip(latest / name)
         except Exception as exc:  # noqa: BLE001  (any unreadable file means the same fix)
-            missing.append(f"readable weights/state ({type(exc).__name__})")
+            missing.append(f"readable weights/state ({type(exc).__name__}: {first_line(exc)})")
     if missing:
         raise TrainingError(
             f"{latest}: incomplete checkpoint (missing {', '.join(missing)}); delete it to resume "
             "from the one before, or train without resume"
         )
     return latest
+
+
+def _check_zip(path: Path) -> None:
+    """torch.save writes a zip archive: every member's CRC is checked (a cut-short file has
+    no central directory at all). Raises zipfile.BadZipFile naming the file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile as exc:
+        raise zipfile.BadZipFile(f"{path.name}: {exc}") from None
+    if bad is not None:
+        raise zipfile.BadZipFile(f"{path.name}: {bad} does not match its checksum")
 
 
 class AnswerLossTrainer(Trainer):
@@ -289,13 +341,40 @@ class ProgressLog(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
-        seconds = max(time.perf_counter() - self.started - self.eval_seconds, 1e-9)
+        # a validation pass logs before on_evaluate counts its seconds: take them off here
+        pending_eval = logs.get("eval_runtime", 0.0)
+        seconds = max(time.perf_counter() - self.started - self.eval_seconds - pending_eval, 1e-9)
         tokens = self.session_tokens(state)
         parts = [f"step {state.global_step}/{state.max_steps}"]
         parts += [f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "eval_loss")]
         if tokens:
             parts.append(f"{tokens / seconds:,.0f} tokens/s")
         log.info(", ".join(parts))
+
+
+class SaveSettings(TrainerCallback):
+    """Writes train_config.json (a resume's merged settings and the dataset's SHA256) once
+    the Trainer has loaded the checkpoint and before the first step: a later resume
+    continues with them, and a resume that fails to load leaves the file as it was."""
+
+    def __init__(self, path: Path, settings: dict):
+        self.path, self.settings = path, settings
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        atomic.write_json(self.path, self.settings)
+
+
+class SavePromptFormat(TrainerCallback):
+    """Each checkpoint gets the run's prompt format, so a checkpoint folder can be evaluated
+    or served as it is (a number-token model read as text would answer nonsense)."""
+
+    def __init__(self, prompt_format):
+        self.prompt_format = prompt_format
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            self.prompt_format.save(folder)
 
 
 @dataclass
@@ -327,14 +406,27 @@ def qlora_compute_dtype(config: TrainConfig, native_bf16: bool | None = None) ->
 
 
 def _apply_adapters(model, config: TrainConfig):
+    """LoRA adapters on ``config.lora_targets``, initialised from ``config.seed``: the
+    Trainer seeds only after it gets the model, and an unseeded adapter differs per run."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import set_seed
 
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    targets = [t for t in config.lora_targets if t in names]
-    if not targets:
-        raise TrainingError(
-            f"none of the LoRA target modules {list(config.lora_targets)} exist in {config.model}"
+    unknown = [t for t in config.lora_targets if t not in names]
+    if unknown:
+        linear = sorted(
+            {
+                n.rsplit(".", 1)[-1]
+                for n, m in model.named_modules()
+                if isinstance(m, torch.nn.Linear)
+            }
         )
+        raise TrainingError(
+            f"LoRA target modules {unknown} do not exist in {config.model}; its linear "
+            f"layers are {linear}"
+        )
+    targets = list(config.lora_targets)
+    set_seed(config.seed)
     if config.mode == "qlora":
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=config.gradient_checkpointing
@@ -351,8 +443,7 @@ def _apply_adapters(model, config: TrainConfig):
 
 def prepare(config: TrainConfig, token: str | None = None) -> Prepared:
     """Dataset, model (with adapters for LoRA/QLoRA) and tokenised splits."""
-    if config.mode == "qlora":
-        check_qlora_possible()
+    check_hardware(config)
     manifest = dataset.require_intact(config.data_dir)
     quantization = None
     dtype = torch.float32
@@ -449,7 +540,7 @@ def build_trainer(
         eval_dataset=prepared.eval_set,
         data_collator=examples.LeftPadCollator(prepared.tokenizer.pad_token_id),
         processing_class=prepared.tokenizer,
-        callbacks=[progress, *callbacks],
+        callbacks=[progress, SavePromptFormat(prepared.prompt_format), *callbacks],
         token_weights=token_weights(prepared.tokenizer, config, prepared.prompt_format.kind),
     )
     trainer.remove_callback(PrinterCallback)  # ProgressLog says the same through logging
@@ -584,8 +675,10 @@ def fit(
     run_dir = run_dir_of(config)
     checkpoint = last_checkpoint(run_dir) if config.resume else None
     run_dir.mkdir(parents=True, exist_ok=True)
-    # the settings (a resume's merged ones), so a later resume continues with them
-    atomic.write_json(run_dir / CONFIG_FILE, config.model_dump(mode="json"))
+    for stray in atomic.sweep_temp_files(run_dir):  # fit runs under the run's lock
+        log.warning("%s: half-written by an interrupted run, removed", stray)
+    settings = config.model_dump(mode="json") | {DATASET_KEY: prepared.manifest["dataset_sha256"]}
+    callbacks = [SaveSettings(run_dir / CONFIG_FILE, settings), *callbacks]
     trainer = build_trainer(config, prepared, run_dir, callbacks)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -622,6 +715,11 @@ def check_run_dir(config: TrainConfig) -> Path:
     if (run_dir / RUN_FILE).exists():
         what = "nothing to resume" if config.resume else "choose another run_name"
         raise TrainingError(f"{run_dir}: a finished run is already there; {what}")
+    if not config.resume and ((run_dir / CONFIG_FILE).exists() or _checkpoints(run_dir)):
+        raise TrainingError(
+            f"{run_dir}: an interrupted run is there (its settings or checkpoints); resume "
+            "continues it, or choose another run_name"
+        )
     if config.resume:
         _require_started(run_dir)  # before the lock would make the folder
     with run_lock(config):

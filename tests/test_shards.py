@@ -81,3 +81,27 @@ def test_target_channel_only(small_dataset, tmp_path):
     answer = shards.read_split(copy, "train")[0]["messages"][1]["content"]
     assert "expected_throughput_mbps" not in answer and "recommended_channel_mhz" in answer
     assert dataset.verify(copy) == []
+
+
+def test_training_reads_the_split_of_the_shards_and_refuses_an_unknown_one(small_dataset, tmp_path):
+    from linklm import examples
+    from linklm.errors import DatasetError
+
+    copy = tmp_path / "data"
+    shutil.copytree(small_dataset, copy)
+    halves = SplitConfig(train=0.5, val=0.25)
+    shards.write_shards(copy, halves, PromptConfig())
+    assert examples.split_config_of(copy) == halves
+    test_ids = set(examples.split_rows(copy, "test")["scenario_id"])
+    record = copy / shards.SHARD_DIR / shards.RECORD
+    for damage in ("{not json", '{"key": {}}'):  # unreadable, or no split in it
+        record.write_text(damage)
+        with pytest.raises(DatasetError, match="shards.json: missing or not a shards record"):
+            examples.split_rows(copy, "train")
+    record.unlink()
+    with pytest.raises(DatasetError, match="the split of this folder's shards is unknown"):
+        examples.split_rows(copy, "train")  # not the default 0.8, which takes test rows
+    shutil.rmtree(copy / shards.SHARD_DIR)  # no shards at all: a folder of dataset.build
+    assert examples.split_config_of(copy) == SplitConfig()
+    # the default split puts some of those test rows elsewhere: why the record is required
+    assert test_ids - set(examples.split_rows(copy, "test")["scenario_id"])

@@ -119,7 +119,8 @@ def test_each_cpu_mode_trains_and_its_loss_falls(small_dataset, tmp_path, mode):
     assert saved["peak_memory_mb"]["rss"] <= after_training.peak_at_end
     assert train.peak_memory_mb()["rss"] > after_training.peak_at_end + 300  # it did lift it
     assert (saved["peak_memory_mb"]["gpu"] is None) == (not torch.cuda.is_available())
-    assert train.saved_config(run) == saved["config"]  # what a --resume starts from
+    # what a --resume starts from, and the data it must continue on
+    assert train.saved_config(run) == saved["config"] | {train.DATASET_KEY: saved["dataset_sha256"]}
     # a resume: the saved settings, with the ones given again on top
     given = TrainConfig(out_dir=tmp_path, run_name="run", learning_rate=0.5, resume=True)
     resumed = train.resumed(given)
@@ -191,7 +192,10 @@ def test_resume_gives_the_same_result_as_no_interruption(small_dataset, tmp_path
         _config(small_dataset, tmp_path, run_name="resumed"), callbacks=[StopAt(12)]
     )
     assert stopped == {"stopped_at_step": 12, "run_dir": str(tmp_path / "resumed")}
+    half_saved = tmp_path / "resumed" / ".model.tmp-1-abcdef12"  # a kill during a save left it
+    half_saved.mkdir()
     resumed = train.train(_config(small_dataset, tmp_path, run_name="resumed", resume=True))
+    assert not half_saved.exists()
     a = load_file(tmp_path / "straight" / "model" / "model.safetensors")
     b = load_file(tmp_path / "resumed" / "model" / "model.safetensors")
     assert a.keys() == b.keys()
@@ -316,7 +320,26 @@ def test_missing_or_partial_checkpoint_is_named(small_dataset, tmp_path):
     with pytest.raises(train.TrainingError, match="no run started there, nothing to resume"):
         train.train(_config(small_dataset, tmp_path, resume=True))
     train.train(_config(small_dataset, tmp_path, eval_rows=0), callbacks=[StopAt(12)])
+    # started again without resume: refused, not a second run mixed into the first's folder
+    with pytest.raises(train.TrainingError, match="an interrupted run is there.*resume continu"):
+        train.train(_config(small_dataset, tmp_path, eval_rows=0, learning_rate=5e-3))
     checkpoint = tmp_path / "run" / "checkpoints" / "checkpoint-12"
+    # the state a resume needs to continue exactly, each checked whole
+    for name in train.CHECKPOINT_STATE:
+        state = (checkpoint / name).read_bytes()
+        (checkpoint / name).write_bytes(state[: len(state) // 2])  # a save cut short
+        with pytest.raises(train.TrainingError, match=r"readable weights/state \(BadZipFile"):
+            train.last_checkpoint(tmp_path / "run")
+        (checkpoint / name).unlink()  # the Trainer would skip the optimizer or the RNG state
+        with pytest.raises(train.TrainingError, match=f"missing {name}"):
+            train.last_checkpoint(tmp_path / "run")
+        (checkpoint / name).write_bytes(state)
+    assert train.last_checkpoint(tmp_path / "run") == checkpoint
+    # a checkpoint is a model folder that answers in the run's format
+    assert models.load(str(checkpoint)).prompt_format.kind == "numtok-v1"
+    (checkpoint / models.PROMPT_FILE).unlink()
+    with pytest.raises(models.ModelError, match="missing, and this is a number-token model"):
+        models.load(str(checkpoint))
     weights = checkpoint / "model.safetensors"
     good = weights.read_bytes()
     weights.write_bytes(good[:1000])
@@ -371,6 +394,14 @@ def test_resume_keeps_what_the_checkpoint_is_and_names_a_damaged_config(small_da
         train.train(again)
     saved.write_text(json.dumps(json.loads(started) | {"old_option": 1}))
     with pytest.raises(train.TrainingError, match=r"train_config.json: old_option: .*another ver"):
+        train.train(again)
+    saved.write_bytes(started)
+    other = tmp_path / "other-data"
+    dataset.build(other, GenerationConfig(n_rows=200, chunk_size=200, seed=2))
+    with pytest.raises(train.TrainingError, match=r"other-data: dataset .* is not the one run run"):
+        train.train(again.model_copy(update={"data_dir": other}))
+    saved.unlink()  # the checkpoints' settings unknown: refused, not the defaults
+    with pytest.raises(train.TrainingError, match=r"train_config.json is missing: the settings"):
         train.train(again)
     saved.write_bytes(started)
     # from Python as from the CLI: only run_name and resume given, the rest as started
@@ -452,3 +483,40 @@ def test_length_grouped_sampler_gets_a_plain_list_and_the_same_order(small_datas
         torch.manual_seed(5)
         orders.append(get_length_grouped_indices(lengths, config.batch_size))
     assert orders[0] == orders[1]
+
+
+def test_lora_adapters_start_from_the_seed_and_targets_must_exist():
+    def adapter_start(config: TrainConfig) -> dict[str, torch.Tensor]:
+        base = models.load(models.DEFAULT_MODEL).model
+        peft_model = train._apply_adapters(base, config)
+        return {k: v.clone() for k, v in peft_model.state_dict().items() if "lora_A" in k}
+
+    first, again = (adapter_start(TrainConfig(mode="lora", seed=3)) for _ in range(2))
+    assert first and all(torch.equal(first[k], again[k]) for k in first)
+    other = adapter_start(TrainConfig(mode="lora", seed=4))
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+    typo = TrainConfig(mode="lora", lora_targets=("q_proj", "v_prj"))
+    with pytest.raises(train.TrainingError, match=r"\['v_prj'\] do not exist .*'v_proj'"):
+        train._apply_adapters(models.load(models.DEFAULT_MODEL).model, typo)
+
+
+def test_fp16_on_a_cpu_is_refused_not_recorded_and_ignored():
+    if torch.cuda.is_available():
+        pytest.skip("fp16 trains here")
+    with pytest.raises(train.TrainingError, match="fp16 needs a CUDA GPU"):
+        train.check_hardware(TrainConfig(fp16=True))
+    train.check_hardware(TrainConfig(bf16=True))  # CPU autocast: allowed
+
+
+def test_tokens_per_second_of_a_validation_log_leaves_the_validation_out(caplog):
+    from types import SimpleNamespace
+
+    progress = train.ProgressLog()
+    state = SimpleNamespace(num_input_tokens_seen=1000, global_step=10, max_steps=20)
+    progress.on_train_begin(None, SimpleNamespace(num_input_tokens_seen=0), None)
+    progress.started -= 10.0  # 10 s since training began, 5 s of them the validation pass
+    with caplog.at_level("INFO", logger="linklm.train"):
+        progress.on_log(None, state, None, logs={"eval_loss": 1.0, "eval_runtime": 5.0})
+    (message,) = [r.getMessage() for r in caplog.records]
+    rate = float(message.rsplit(", ", 1)[1].split()[0].replace(",", ""))
+    assert 190 < rate <= 200, message  # 1,000 tokens over 5 s, not over 10
