@@ -36,7 +36,7 @@ def summarise(prediction: predict.Prediction, output: str) -> dict:
         "from_model": int((rows["source"] == "model").sum()),
         "from_fallback": int(rows["source"].is_in(["heuristic", "ranked"]).sum()),
         "unusable": int((rows["source"] == "none").sum()),
-        "skipped": len(prediction.skipped_ids()),
+        "skipped": prediction.skipped_rows,
         "skipped_ids": prediction.skipped_ids()[:1000],
         "failed": prediction.failed,
     }

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from linklm import atomic, summaries
+from linklm.errors import LinkLMError, first_line
 from linklm.train import RUN_FILE
 
 CARD_FILE = "README.md"
@@ -27,12 +28,53 @@ TAGS = (
 HUB_BASES = {"gemma-3-270m-gguf": "google/gemma-3-270m"}
 
 
+# what the card reads from run.json (and from its "config"): publish checks them up front
+RUN_KEYS = (
+    "config",
+    "model_dir",
+    "base_model",
+    "dataset_sha256",
+    "train_rows",
+    "steps",
+    "train_seconds",
+    "tokens_per_second",
+    "first_train_loss",
+    "final_train_loss",
+    "final_eval_loss",
+)
+CONFIG_KEYS = (
+    "model",
+    "mode",
+    "target",
+    "batch_size",
+    "grad_accum",
+    "learning_rate",
+    "lr_scheduler",
+    "seed",
+)
+METRICS_KEYS = ("rows", "split", "dataset_sha256", "standing", "systems")
+
+
+class CardError(LinkLMError):
+    """A run's files that a model card cannot be written from, named."""
+
+
 def latest_metrics(run_dir: Path) -> dict | None:
     """The test-split evaluation if there is one, else the newest evaluation, else None."""
     found = sorted(Path(run_dir).glob("eval-*/metrics.json"), key=lambda p: p.stat().st_mtime)
     preferred = [p for p in found if p.parent.name == "eval-test"]
-    chosen = (preferred or found)[-1:] if found else []
-    return json.loads(chosen[0].read_text()) if chosen else None
+    if not found:
+        return None
+    path = (preferred or found)[-1]
+    try:
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CardError(f"{path}: not readable JSON ({first_line(exc)}); evaluate again") from None
+    missing = [k for k in METRICS_KEYS if k not in metrics] if isinstance(metrics, dict) else []
+    if not isinstance(metrics, dict) or missing:
+        what = f"lacks {', '.join(missing)}" if missing else "not a JSON object"
+        raise CardError(f"{path}: {what}; evaluate again")
+    return metrics
 
 
 def hub_base_model(run: dict) -> str | None:

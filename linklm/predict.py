@@ -214,7 +214,10 @@ def parse_links(text: pl.DataFrame, source: str = "input") -> tuple[pl.DataFrame
     Only input columns are checked; a missing input column is an error for the whole input.
     """
     if any(dtype != pl.String for dtype in text.dtypes):  # a typed frame, e.g. from Parquet
-        text = _records_to_text(text.to_dicts())
+        # only the columns it reads: any other (a datetime, a struct) is ignored, not encoded
+        text = _records_to_text(
+            text.select(c for c in text.columns if c in schema.COLUMNS).to_dicts()
+        )
     _require_input_columns(text.columns, source)
     if text.height == 0:
         raise SchemaError(f"{source}: no rows")
@@ -284,6 +287,11 @@ class Prediction:
 
     def skipped_ids(self) -> list:
         return self.problems["scenario_id"].unique(maintain_order=True).to_list()
+
+    @property
+    def skipped_rows(self) -> int:
+        """Rows skipped for bad inputs (ids may repeat or be missing: counted by row)."""
+        return self.problems["row"].n_unique()
 
 
 class Predictor:

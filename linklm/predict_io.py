@@ -39,6 +39,10 @@ def check_output(output: str) -> None:
         check_protocol(output)
     elif path.is_dir():
         raise SchemaError(f"{output}: a folder; --output takes a file (.csv, .jsonl or .parquet)")
+    else:
+        nearest = next(p for p in path.absolute().parents if p.exists())  # '/' at the latest
+        if not nearest.is_dir():
+            raise SchemaError(f"{output}: {nearest} is a file, so no folder can be made under it")
 
 
 def _bytes(frame: pl.DataFrame, suffix: str) -> bytes:

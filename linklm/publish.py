@@ -36,7 +36,13 @@ def run_record(run_dir: Path) -> dict:
         raise PublishError(
             f"{path}: not readable JSON ({exc}); the run cannot be published"
         ) from None
-    missing = [k for k in ("config", "model_dir", "base_model", "dataset_sha256") if k not in run]
+    if not isinstance(run, dict) or not isinstance(run.get("config"), dict):
+        raise PublishError(
+            f"{path}: not a run record (a JSON object with a config object); the run cannot be "
+            "published"
+        )
+    missing = [k for k in card.RUN_KEYS if k not in run]  # what the card reads
+    missing += [f"config.{k}" for k in card.CONFIG_KEYS if k not in run["config"]]
     if missing:
         raise PublishError(f"{path}: lacks {', '.join(missing)}; the run cannot be published")
     return run

@@ -154,6 +154,15 @@ def read(path: Path = DEFAULT_PATH) -> dict:
     if missing or not isinstance(data["history"], list):
         what = f"lacks {', '.join(missing)}" if missing else "has a history that is not a list"
         raise RegistryError(f"{path}: {what}; restore it from a copy")
+    champion = data["champion"]
+    if champion is not None and not (
+        isinstance(champion, dict)
+        and all(isinstance(champion.get(key), str) for key in ("id", "run_dir"))
+    ):
+        raise RegistryError(
+            f"{path}: the champion record is not an object with an id and a run_dir; restore "
+            "it from a copy"
+        )
     return data
 
 
@@ -176,6 +185,13 @@ def champion_run_dir(path: Path = DEFAULT_PATH) -> Path:
         raise RegistryError(
             f"{path}: the champion {record['id']} lives in {run_dir}, which is not on this "
             f"machine{copy}"
+        )
+    from linklm.models import RUN_FILE  # not at the top: models loads torch
+
+    if not (run_dir / RUN_FILE).is_file():
+        raise RegistryError(
+            f"{path}: the champion {record['id']}'s folder {run_dir} is not a finished run (no "
+            f"{RUN_FILE}); restore it from a copy or promote another run"
         )
     return run_dir
 

@@ -140,6 +140,7 @@ CASES = [
     (train_cli, ["--target", "rssi", *OUT], "invalid option target"),
     (train_cli, ["--warmup-steps", "-1", *OUT], "invalid option warmup_steps"),
     (train_cli, ["--max-steps", "ten", *OUT], "invalid option max_steps"),
+    (train_cli, ["--max-steps", "0", *OUT], "max_steps must be positive, or -1 to train by"),
     (train_cli, ["--no-such-option", *OUT], "unrecognized arguments: --no-such-option"),
     (train_cli, ["--data-dir", f"{T}/nope", *OUT], "nope: no such dataset folder; build one"),
     (train_cli, ["--data-dir", "{junk}", *OUT], "manifest.json: no manifest"),
@@ -184,6 +185,7 @@ CASES = [
         ["--model", "champion", "--registry", f"{T}/registry.json", "--input", D],
         "no champion",
     ),
+    (predict_cli, ["--model", R, "--input", D, "--output", "{junk}/bad.json/a.csv"], "is a file"),
     (predict_cli, ["--model", R, "--input", D, "--top-k", "0"], "invalid option top_k: Input"),
     (predict_cli, ["--model", R, "--input", D, "--top-k", "x"], "invalid option top_k: Input"),
     (

@@ -99,6 +99,12 @@ def test_bad_rows_are_reported_by_id_and_skipped(predictor, seed_csv):
     assert sorted(result.skipped_ids()) == sorted(int(i) for i in (ids[2], ids[7]))
     columns = set(result.problems["column"])
     assert columns == {"tx_power_dbm", "link_distance_m"}
+    bad_ids = pl.col("scenario_id").is_in([ids[2], ids[7]])
+    unreadable = text.with_columns(
+        scenario_id=pl.when(bad_ids).then(pl.lit("?")).otherwise("scenario_id")
+    )
+    both = predictor.predict(unreadable)
+    assert both.skipped_ids() == [None] and both.skipped_rows == 2  # rows, not distinct ids
     with pytest.raises(Exception, match="missing input column"):
         predictor.predict(text.drop("spectral_scan_dbm"))
 
@@ -214,7 +220,7 @@ def test_model_card_matches_the_run_and_its_metrics(run_dir, small_dataset):
     assert "synthetic" in text and "Intended use and limits" in text
 
 
-def test_publish_dry_run_folder_loads_back(run_dir, tmp_path):
+def test_publish_dry_run_folder_loads_back(run_dir, seed_csv, tmp_path):
     done = subprocess.run(
         [
             sys.executable,
@@ -243,6 +249,9 @@ def test_publish_dry_run_folder_loads_back(run_dir, tmp_path):
     } <= {p.name for p in folder.iterdir()}
     loaded = publish.check_loads(folder)
     assert loaded["model_class"] == "Gemma3ForCausalLM" and loaded["parameters"] > 1e6
+    # what the card's "How to use" says works on the folder as a Hub download has it
+    assert predict.model_folder(str(folder)) == str(folder)
+    assert predict.Predictor(str(folder)).predict_source(str(seed_csv)).rows.height == 40
     assert (folder / "README.md").read_text() == card.render(run_dir)
     with pytest.raises(publish.PublishError, match="no adapter"):
         publish.weights_dir(run_dir, adapter=True)
@@ -359,3 +368,34 @@ def test_reads_and_writes_fsspec_urls(predictor, seed_csv):
     predict_io.write_answers(result.rows, "memory://outbox/answers.parquet")
     with fsspec.open("memory://outbox/answers.parquet", "rb") as fh:
         assert pl.read_parquet(fh).equals(result.rows)
+
+
+def test_a_parquet_input_with_columns_of_other_types_is_read(predictor, small_dataset, tmp_path):
+    from datetime import datetime
+
+    rows = pl.read_parquet(next((small_dataset / "chunks").glob("*.parquet"))).head(5)
+    path = tmp_path / "links.parquet"
+    rows.with_columns(measured_at=pl.lit(datetime(2026, 12, 3, 17, 0))).write_parquet(path)
+    assert predictor.predict_source(str(path)).rows.height == 5  # the extra column ignored
+
+
+def test_publish_names_a_damaged_run_record_or_metrics_file(run_dir, small_dataset, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("eval-*", "publish"))
+    record = json.loads((copy / "run.json").read_text())
+    (copy / "run.json").write_text(json.dumps({k: v for k, v in record.items() if k != "steps"}))
+    with pytest.raises(publish.PublishError, match="run.json: lacks steps"):
+        publish.assemble(copy)
+    del record["config"]["seed"]
+    (copy / "run.json").write_text(json.dumps(record))
+    with pytest.raises(publish.PublishError, match="lacks config.seed"):
+        publish.assemble(copy)
+    record["config"]["seed"] = 0
+    (copy / "run.json").write_text(json.dumps(record))
+    (copy / "eval-test").mkdir()
+    (copy / "eval-test" / "metrics.json").write_text('{"rows": 5')
+    with pytest.raises(card.CardError, match="metrics.json: not readable JSON"):
+        publish.assemble(copy)
+    assert not (copy / "publish").exists()

@@ -111,9 +111,13 @@ def test_champion_run_dir_points_at_the_run_and_says_when_it_is_gone(tmp_path):
     path = tmp_path / "registry.json"
     run = tmp_path / "runs" / "c1"
     (run / "model").mkdir(parents=True)
+    (run / "run.json").write_text("{}")
     outcome = _outcome("c1", 0.5) | {"run_dir": str(run), "artifacts": "gs://bucket/c1"}
     registry.record_decision(path, outcome, None, FROZEN)
     assert registry.champion_run_dir(path) == run
+    (run / "run.json").unlink()  # not a finished run: not a name to look up on the Hub
+    with pytest.raises(RegistryError, match=r"c1's folder .*c1 is not a finished run"):
+        registry.champion_run_dir(path)
     (run / "model").rmdir()
     run.rmdir()
     with pytest.raises(RegistryError, match="not on this machine.*gs://bucket/c1"):
@@ -157,6 +161,13 @@ def test_unreadable_registry_is_a_clear_error(tmp_path):
         ("null", "not a registry"),
         ('{"format": 1}', "lacks frozen_test, champion, history"),
         ('{"format": 1, "frozen_test": null, "champion": null, "history": {}}', "not a list"),
+        ('{"format": 1, "frozen_test": null, "champion": "c1", "history": []}', "not an object"),
+        ('{"format": 1, "frozen_test": null, "champion": {"id": "c1"}, "history": []}', "run_dir"),
+        (
+            '{"format": 1, "frozen_test": null, "champion": {"id": "c1", "run_dir": null}, '
+            '"history": []}',
+            "champion record is not an object with an id and a run_dir",
+        ),
     ):
         path.write_text(content)
         with pytest.raises(RegistryError, match=message):
