@@ -43,6 +43,12 @@ def train_config(config: LearningCurveConfig, size: int, stamp: str) -> TrainCon
     )
 
 
+def _figures(point: dict) -> str:
+    """A point's headline as its report shows it (percent, Mbps)."""
+    top1, mae = (summaries.metric_text(m, point[m]) for m in ("top1", "throughput_mae"))
+    return f"top-1 {top1}, throughput MAE {mae}"
+
+
 def markdown(
     config: LearningCurveConfig, points: list[dict], references: list[dict], test_rows: int
 ) -> str:
@@ -77,9 +83,7 @@ def learning_curve_flow(config: LearningCurveConfig = LearningCurveConfig()) -> 
             row["train_rows"] = size
             logger.error("%d rows failed: %s", size, row["error"])
         points.append({"error": None} | row | {"system": evaluate.MODEL})
-        logger.info(
-            "%d rows: top-1 %s, throughput MAE %s", size, row["top1"], row["throughput_mae"]
-        )
+        logger.info("%d rows: %s", size, _figures(row))
         if row["train_rows"] < size:
             logger.warning(
                 "only %d training rows exist; larger sizes repeat them", row["train_rows"]
@@ -129,10 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = learning_curve_flow(config)
     for p in summary["points"]:
         failed = f" (failed: {p['error']})" if p["error"] else ""
-        print(
-            f"{p['train_rows']:>8} rows: top-1 {p['top1']}, throughput MAE "
-            f"{p['throughput_mae']}{failed}"
-        )
+        print(f"{p['train_rows']:>8} rows: {_figures(p)}{failed}")
     print(f"report: {summary['report']['html']}")
     return 1 if any(p["error"] for p in summary["points"]) else 0
 

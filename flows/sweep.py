@@ -86,7 +86,8 @@ def sweep_flow(config: SweepConfig = SweepConfig()) -> dict:  # noqa: B008 (UI f
         if evaluated is None:
             logger.error("%s failed: %s", trial_name(trial), row["error"])
         results.append({"name": trial_name(trial), "settings": trial, "error": None} | row)
-        logger.info("%s: %s = %s", trial_name(trial), config.metric, row[config.metric])
+        shown = summaries.metric_text(config.metric, row[config.metric])
+        logger.info("%s: %s = %s", trial_name(trial), config.metric, shown)
     if result is None:
         raise ExperimentError(f"every trial failed; the first: {results[0]['error']}")
     results = ranked(results, config.metric)
@@ -166,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = sweep_flow(config)
     for i, r in enumerate(summary["results"], start=1):
         failed = f" (failed: {r['error']})" if r.get("error") else ""
-        print(f"{i}. {r['name']}: {summary['metric']} = {r[summary['metric']]}{failed}")
+        shown = summaries.metric_text(summary["metric"], r[summary["metric"]])
+        print(f"{i}. {r['name']}: {summary['metric']} = {shown}{failed}")
     print(f"report: {summary['report']['html']}")
     return 1 if any(r.get("error") for r in summary["results"]) else 0
 

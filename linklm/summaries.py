@@ -21,6 +21,14 @@ def fmt(value, kind: str = "num") -> str:
     return str(value)
 
 
+def metric_text(metric: str, value) -> str:
+    """A metric as the reports show it: a share in percent, an error in its unit, '—' when
+    missing (so a command line and its report read alike)."""
+    from linklm.charts import metric_info  # altair: loaded only where a metric is shown
+
+    return fmt(value, "pct" if metric_info(metric).factor == 100.0 else "num")
+
+
 def peak_memory_text(peak: dict | None) -> str:
     """A training run's peak memory (run.json's ``peak_memory_mb``; older runs lack it)."""
     peak = peak or {}

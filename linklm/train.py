@@ -715,16 +715,16 @@ def check_run_dir(config: TrainConfig) -> Path:
     if (run_dir / RUN_FILE).exists():
         what = "nothing to resume" if config.resume else "choose another run_name"
         raise TrainingError(f"{run_dir}: a finished run is already there; {what}")
-    if not config.resume and ((run_dir / CONFIG_FILE).exists() or _checkpoints(run_dir)):
-        raise TrainingError(
-            f"{run_dir}: an interrupted run is there (its settings or checkpoints); resume "
-            "continues it, or choose another run_name"
-        )
     if config.resume:
         _require_started(run_dir)  # before the lock would make the folder
     with run_lock(config):
         if config.resume:
             last_checkpoint(run_dir)
+        elif (run_dir / CONFIG_FILE).exists() or _checkpoints(run_dir):
+            raise TrainingError(
+                f"{run_dir}: an interrupted run is there (its settings or checkpoints); resume "
+                "continues it, or choose another run_name"
+            )
     return run_dir
 
 

@@ -64,6 +64,10 @@ def test_a_second_training_into_the_same_run_folder_is_refused(small_dataset, tm
 
     def first_writer() -> None:
         with train.run_lock(config):
+            # a live run has written its settings (train_config.json) when training began
+            sha = json.loads((small_dataset / "manifest.json").read_text())["dataset_sha256"]
+            settings = config.model_dump(mode="json") | {train.DATASET_KEY: sha}
+            (tmp_path / "shared" / train.CONFIG_FILE).write_text(json.dumps(settings))
             held.set()
             release.wait(60)
 
@@ -87,6 +91,7 @@ def test_a_second_training_into_the_same_run_folder_is_refused(small_dataset, tm
     finally:
         release.set()
         writer.join()
+    (tmp_path / "shared" / train.CONFIG_FILE).unlink()  # as if it had never started
     summary = train.train(config)  # the lock is free again
     assert summary["steps"] == 2
 
