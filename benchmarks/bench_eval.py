@@ -75,7 +75,8 @@ def main() -> None:
     )
     print(
         f"speed-up batched / one by one: {batched_rate / single_rate:.1f}x; "
-        f"answers identical on {agree}/{n_few} rows; peak RSS {peak_mb:.0f} MB"
+        f"answers identical on {agree}/{n_few} rows; peak RSS {peak_mb:.0f} MB "
+        "(the whole process: preparing the data too)"
     )
 
 

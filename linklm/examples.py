@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 END_OF_TURN = "<end_of_turn>"
 
 
+_WARNED_DEFAULT_SPLIT: set[str] = set()
+
+
 def split_config_of(data_dir: Path) -> SplitConfig:
     """The split the data flow used for this folder's shards; the default for a folder with
     no shards yet (``dataset.build`` alone). Shards without a readable record are an error,
@@ -34,7 +37,9 @@ def split_config_of(data_dir: Path) -> SplitConfig:
     shard_dir = Path(data_dir) / shards.SHARD_DIR
     record = atomic.read_json_or_none(shard_dir / shards.RECORD)
     if record is None and not shard_dir.exists():
-        log.warning("%s: no shards yet, so the default split (%s)", data_dir, SplitConfig())
+        if str(data_dir) not in _WARNED_DEFAULT_SPLIT:  # once per folder, not per split read
+            _WARNED_DEFAULT_SPLIT.add(str(data_dir))
+            log.warning("%s: no shards yet, so the default split (%s)", data_dir, SplitConfig())
         return SplitConfig()
     try:
         return SplitConfig(**record["key"]["split"])
