@@ -14,8 +14,13 @@ import polars as pl
 import torch
 
 from linklm import examples
+from linklm.errors import LinkLMError
 from linklm.formats import PromptFormat
 from linklm.prompts import AnswerError
+
+
+class ScoreError(LinkLMError):
+    """A model scored a candidate NaN or infinite: its weights are damaged or diverged."""
 
 
 @dataclass
@@ -117,10 +122,21 @@ def rank_channels(
                 )
             else:
                 scores = logprobs[i, ids].tolist()
+            _check_finite(scores, row_channels)
             ranked.append(
                 sorted(zip(row_channels, scores, strict=True), key=lambda cs: (-cs[1], cs[0]))
             )
     return ranked
+
+
+def _check_finite(scores: list[float], channels: list[int]) -> None:
+    """A NaN score would sort anywhere and print as invalid JSON: name it instead."""
+    bad = [c for c, s in zip(channels, scores, strict=True) if not np.isfinite(s)]
+    if bad:
+        raise ScoreError(
+            f"the model scored {len(bad)} channel(s) (e.g. {bad[0]} MHz) as NaN or infinite: "
+            "its weights are damaged or training diverged; retrain or load another checkpoint"
+        )
 
 
 def _score_text_candidates(

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainerState, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 import linklm
@@ -683,9 +683,28 @@ def fit(
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
+    if checkpoint is not None and _restore_finished(trainer, checkpoint):
+        return trainer, 0.0, True
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finished = trainer.state.global_step >= trainer.state.max_steps  # a callback may stop it early
     return trainer, time.perf_counter() - started, finished
+
+
+def _restore_finished(trainer: AnswerLossTrainer, checkpoint: Path) -> bool:
+    """A run killed while saving its result has a checkpoint at its last step: load it and
+    train nothing (the Trainer, resumed there, would take one step past the end and save
+    it as another checkpoint). False when steps are left to train."""
+    state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    steps = trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]
+    if state.global_step < steps:
+        return False
+    log.info(
+        "%s: training had finished (step %d of %d); saving it", checkpoint, state.global_step, steps
+    )
+    trainer._load_from_checkpoint(str(checkpoint))  # the Trainer's own resume loader
+    trainer.state = state
+    trainer.progress.tokens_at_start = state.num_input_tokens_seen or 0
+    return True
 
 
 @contextlib.contextmanager

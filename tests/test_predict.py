@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from flows import predict as predict_cli
+from flows.cli import run_cli
 from linklm import card, export, predict, publish, train
 from linklm.config import EvalConfig, TrainConfig
 
@@ -399,3 +400,26 @@ def test_publish_names_a_damaged_run_record_or_metrics_file(run_dir, small_datas
     with pytest.raises(card.CardError, match="metrics.json: not readable JSON"):
         publish.assemble(copy)
     assert not (copy / "publish").exists()
+
+
+def test_weights_damaged_to_nan_are_named_not_printed_as_scores(
+    run_dir, seed_csv, tmp_path, capsys
+):
+    """NaN weights would rank channels arbitrarily and print NaN (invalid JSON) as scores."""
+    from safetensors.torch import load_file, save_file
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run_dir, damaged)
+    weights = damaged / "model" / "model.safetensors"
+    tensors = {k: torch_nan_like(v) for k, v in load_file(weights).items()}
+    save_file(tensors, weights, metadata={"format": "pt"})
+    argv = ["--model", str(damaged), "--input", str(seed_csv), "--output", str(tmp_path / "a.csv")]
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: predict_cli.main(argv))  # as `python -m flows.predict` runs it
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "NaN or infinite" in err and "damaged" in err
+    assert not (tmp_path / "a.csv").exists()
+
+
+def torch_nan_like(tensor):
+    return tensor.clone().fill_(float("nan")) if tensor.is_floating_point() else tensor

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,18 @@ def test_resume_gives_the_same_result_as_no_interruption(small_dataset, tmp_path
         assert torch.equal(a[key], b[key]), key
     assert resumed["final_train_loss"] == straight["final_train_loss"]
     assert resumed["final_eval_loss"] == straight["final_eval_loss"]
+    # killed while saving its result, after the last checkpoint: the resume trains no step
+    # past the end (the Trainer alone would take step 25 and save checkpoint-25)
+    done = tmp_path / "straight"
+    for name in ("run.json", "history.json", "README.md"):
+        (done / name).unlink()
+    shutil.rmtree(done / "model")
+    saved = train.train(_config(small_dataset, tmp_path, run_name="straight", resume=True))
+    assert saved["steps"] == 24 and saved["final_eval_loss"] == straight["final_eval_loss"]
+    assert sorted(p.name for p in (done / "checkpoints").iterdir())[-1] == "checkpoint-24"
+    again = load_file(done / "model" / "model.safetensors")
+    for key in a:
+        assert torch.equal(a[key], again[key]), key
 
 
 def test_dry_run_touches_one_batch_and_writes_nothing(small_dataset, tmp_path):
