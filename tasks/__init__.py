@@ -3,7 +3,7 @@
 Importing this package sets the Prefect settings the project depends on (unless the
 environment already sets them), so no one has to configure Prefect by hand: offline
 ephemeral mode when no API URL is set, no telemetry, a start-up timeout that suits two busy
-cores, and hub libraries kept offline.
+cores, library logs outside a flow kept to the terminal, and hub libraries kept offline.
 """
 
 import logging
@@ -15,6 +15,9 @@ PROJECT_ENV_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_LOGGING_LOG_PRINTS": "true",
     "PREFECT_LOGGING_EXTRA_LOGGERS": "linklm",
+    # linklm called outside a flow (a notebook, `flows.predict --input -`) logs to the
+    # terminal only, without a warning per line that there is no flow run to send it to
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
