@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from linklm import numtok
+from linklm.atomic import atomic_dir, sha256_file
 from linklm.errors import LinkLMError, first_line
 from linklm.formats import FILE as PROMPT_FILE
 from linklm.formats import PromptFormat
@@ -296,6 +297,41 @@ def _safetensors_problem(path: Path) -> str | None:
     return None
 
 
+WEIGHTS_KEY = "weights_sha256"  # in run.json: {"model": {file: sha256}, "adapter": {...}}
+
+
+def weight_hashes(folder: Path) -> dict[str, str]:
+    """SHA256 of each weights file in a saved model folder, by file name (training records
+    them in run.json so a file changed afterwards, even a well-formed one, is caught)."""
+    names = [*WEIGHT_FILES]
+    if (folder / SHARD_INDEX).exists():
+        names += sorted(set(json.loads((folder / SHARD_INDEX).read_text())["weight_map"].values()))
+    return {n: sha256_file(folder / n) for n in names if (folder / n).is_file()}
+
+
+def _recorded_hashes(folder: Path) -> dict[str, str]:
+    """What the run's run.json recorded for this folder; {} for runs made before hashes were
+    recorded, for an upload folder and for a run.json that does not read (the card and
+    publish name that)."""
+    try:
+        run = json.loads((folder.parent / RUN_FILE).read_text())
+        recorded = run.get(WEIGHTS_KEY, {}).get(folder.name, {})
+    except (ValueError, OSError, AttributeError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def _hash_problem(folder: Path) -> str | None:
+    for name, expected in _recorded_hashes(folder).items():
+        digest = sha256_file(folder / name)
+        if digest != expected:
+            return (
+                f"{folder / name}: SHA256 {digest[:12]}... != {RUN_FILE} {str(expected)[:12]}... "
+                "(changed since training)"
+            )
+    return None
+
+
 def _folder_problem(folder: Path) -> str | None:
     """The first missing or damaged file of a model folder, as 'path: what is wrong'."""
     adapter = (folder / "adapter_config.json").exists()
@@ -327,7 +363,7 @@ def _folder_problem(folder: Path) -> str | None:
         problem = _safetensors_problem(path) if path.suffix == ".safetensors" else None
         if problem:
             return f"{path}: {problem}"
-    return None
+    return _hash_problem(folder) if _from_run(folder) else None
 
 
 def check_folder(folder: str | Path) -> None:
@@ -340,8 +376,6 @@ def check_folder(folder: str | Path) -> None:
 
 
 def _build_atomically(folder: Path, build) -> None:
-    from linklm.atomic import atomic_dir
-
     with atomic_dir(folder) as tmp:
         build(tmp)
 

@@ -660,6 +660,11 @@ def save_run(
         "final_eval_loss": eval_losses[-1] if eval_losses else None,
         "peak_memory_mb": trainer.progress.peak_memory or peak_memory_mb(),
         "versions": versions(),
+        models.WEIGHTS_KEY: {
+            sub: models.weight_hashes(run_dir / sub)
+            for sub in ("model", "adapter")
+            if (run_dir / sub).is_dir()
+        },
     }
     atomic.write_json(run_dir / RUN_FILE, summary)
     from linklm import card  # the card reads run.json back, so it imports this module

@@ -30,7 +30,18 @@ from flows import retrain as retrain_cli
 from flows import sweep as sweep_cli
 from flows import train as train_cli
 from flows.cli import run_cli
-from linklm import dataset, evaluate, examples, predict, predict_io, reader, rules, schema, train
+from linklm import (
+    dataset,
+    evaluate,
+    examples,
+    models,
+    predict,
+    predict_io,
+    reader,
+    rules,
+    schema,
+    train,
+)
 from linklm.config import EvalConfig, PredictConfig, TrainConfig
 from linklm.errors import SchemaError
 from linklm.export import to_seed_csv_frame
@@ -620,6 +631,13 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 3)])
 
 
+def _flip_last_byte(path: Path) -> None:
+    """One bit of the last tensor's last value: the file stays whole and loads."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
 DAMAGE = {
     "tokenizer.json missing": ("tokenizer.json", Path.unlink, "tokenizer.json: missing"),
     "tokenizer.json truncated": ("tokenizer.json", _truncate, "tokenizer.json: truncated"),
@@ -641,6 +659,11 @@ DAMAGE = {
         "model.safetensors: truncated (",
     ),
     "model.safetensors missing": ("model.safetensors", Path.unlink, "model.safetensors: missing"),
+    "model.safetensors altered": (  # well-formed, loads, answers differently: only its hash shows
+        "model.safetensors",
+        _flip_last_byte,
+        "model.safetensors: SHA256 ",
+    ),
     "linklm_prompt.json missing": ("linklm_prompt.json", Path.unlink, "linklm_prompt.json: miss"),
     "linklm_prompt.json garbled": (
         "linklm_prompt.json",
@@ -702,7 +725,12 @@ def test_weights_without_tensors_are_refused_not_initialised_at_random(
     damaged_copy, small_dataset, tmp_path
 ):
     """A well-formed safetensors file with no tensors: transformers would fill the model with
-    random values and carry on; a run's own weights are complete, so that is damage."""
+    random values and carry on; a run's own weights are complete, so that is damage. Its
+    run.json has no weight hashes here (as runs made before they were recorded), which would
+    name the change first."""
+    record = json.loads((damaged_copy / "run.json").read_text())
+    del record[models.WEIGHTS_KEY]
+    (damaged_copy / "run.json").write_text(json.dumps(record))
     weights = damaged_copy / "model" / "model.safetensors"
     weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     before = _snapshot(tmp_path)

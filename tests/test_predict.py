@@ -13,7 +13,7 @@ import pytest
 
 from flows import predict as predict_cli
 from flows.cli import run_cli
-from linklm import card, export, predict, publish, train
+from linklm import card, export, models, predict, publish, train
 from linklm.config import EvalConfig, TrainConfig
 
 ROOT = Path(__file__).parents[1]
@@ -405,7 +405,8 @@ def test_publish_names_a_damaged_run_record_or_metrics_file(run_dir, small_datas
 def test_weights_damaged_to_nan_are_named_not_printed_as_scores(
     run_dir, seed_csv, tmp_path, capsys
 ):
-    """NaN weights would rank channels arbitrarily and print NaN (invalid JSON) as scores."""
+    """NaN weights would rank channels arbitrarily and print NaN (invalid JSON) as scores.
+    Saved by a training that diverged, so run.json records their hash."""
     from safetensors.torch import load_file, save_file
 
     damaged = tmp_path / "damaged"
@@ -413,6 +414,9 @@ def test_weights_damaged_to_nan_are_named_not_printed_as_scores(
     weights = damaged / "model" / "model.safetensors"
     tensors = {k: torch_nan_like(v) for k, v in load_file(weights).items()}
     save_file(tensors, weights, metadata={"format": "pt"})
+    record = json.loads((damaged / "run.json").read_text())
+    record[models.WEIGHTS_KEY]["model"] = models.weight_hashes(weights.parent)
+    (damaged / "run.json").write_text(json.dumps(record))
     argv = ["--model", str(damaged), "--input", str(seed_csv), "--output", str(tmp_path / "a.csv")]
     with pytest.raises(SystemExit) as exit_:
         run_cli(lambda: predict_cli.main(argv))  # as `python -m flows.predict` runs it

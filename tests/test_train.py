@@ -1,5 +1,6 @@
 """Training on the offline default model: every CPU mode learns, resume equals no interruption."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -169,6 +170,17 @@ def test_lora_merged_weights_equal_the_adapter_model(small_dataset, tmp_path):
     }
     train.save_run(config, prepared, trainer, run, seconds)  # as the save task's retry would
     assert {f: (run / f).read_bytes() for f in first} == first
+    recorded = json.loads((run / "run.json").read_text())[models.WEIGHTS_KEY]
+    assert recorded == {
+        "model": {
+            "model.safetensors": hashlib.sha256(first["model/model.safetensors"]).hexdigest()
+        },
+        "adapter": {
+            "adapter_model.safetensors": hashlib.sha256(
+                first["adapter/adapter_model.safetensors"]
+            ).hexdigest()
+        },
+    }
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
     adapter = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "run" / "adapter")
     ids = torch.tensor([[2, 4, 6, 10, 20, 30]])
