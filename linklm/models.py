@@ -300,13 +300,19 @@ def _safetensors_problem(path: Path) -> str | None:
 WEIGHTS_KEY = "weights_sha256"  # in run.json: {"model": {file: sha256}, "adapter": {...}}
 
 
+def _weight_paths(folder: Path) -> list[Path]:
+    """The weights files a model folder has, and the shards its index names (there or not)."""
+    weights = [folder / n for n in WEIGHT_FILES if (folder / n).exists()]
+    if (folder / SHARD_INDEX).exists():
+        shards = set(json.loads((folder / SHARD_INDEX).read_text()).get("weight_map", {}).values())
+        weights += [folder / s for s in sorted(shards)]
+    return weights
+
+
 def weight_hashes(folder: Path) -> dict[str, str]:
     """SHA256 of each weights file in a saved model folder, by file name (training records
     them in run.json so a file changed afterwards, even a well-formed one, is caught)."""
-    names = [*WEIGHT_FILES]
-    if (folder / SHARD_INDEX).exists():
-        names += sorted(set(json.loads((folder / SHARD_INDEX).read_text())["weight_map"].values()))
-    return {n: sha256_file(folder / n) for n in names if (folder / n).is_file()}
+    return {p.name: sha256_file(p) for p in _weight_paths(folder) if p.is_file()}
 
 
 def _recorded_hashes(folder: Path) -> dict[str, str]:
@@ -323,6 +329,8 @@ def _recorded_hashes(folder: Path) -> dict[str, str]:
 
 def _hash_problem(folder: Path) -> str | None:
     for name, expected in _recorded_hashes(folder).items():
+        if not (folder / name).is_file():
+            return f"{folder / name}: missing"
         digest = sha256_file(folder / name)
         if digest != expected:
             return (
@@ -351,10 +359,7 @@ def _folder_problem(folder: Path) -> str | None:
             PromptFormat.load(folder)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             return f"{folder / PROMPT_FILE}: unreadable ({first_line(exc)})"
-    weights = [folder / n for n in WEIGHT_FILES if (folder / n).exists()]
-    if (folder / SHARD_INDEX).exists():
-        shards = set(json.loads((folder / SHARD_INDEX).read_text()).get("weight_map", {}).values())
-        weights += [folder / s for s in sorted(shards)]
+    weights = _weight_paths(folder)
     if not weights:
         return f"{folder / WEIGHT_FILES[1 if adapter else 0]}: missing (no weights in {folder})"
     for path in weights:
