@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 from transformers import Trainer, TrainerCallback, TrainerState, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 import linklm
@@ -181,7 +182,7 @@ def _checkpoint_step(path: Path) -> int:
 
 def _unfinished_saves(folder: Path) -> list[Path]:
     """Checkpoints a kill cut short: the Trainer writes trainer_state.json last."""
-    return [c for c in folder.glob("checkpoint-*") if not (c / "trainer_state.json").exists()]
+    return [c for c in folder.glob("checkpoint-*") if not (c / TRAINER_STATE_NAME).exists()]
 
 
 def _require_started(run_dir: Path) -> None:
@@ -223,7 +224,7 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 
             with safe_open(str(weights[0]), framework="pt") as fh:
                 list(fh.keys())
-            json.loads((latest / "trainer_state.json").read_text())
+            json.loads((latest / TRAINER_STATE_NAME).read_text())
             for name in CHECKPOINT_STATE:
                 _check_zip(latest / name)
         except Exception as exc:  # noqa: BLE001  (any unreadable file means the same fix)
@@ -699,7 +700,7 @@ def _restore_finished(trainer: AnswerLossTrainer, checkpoint: Path) -> bool:
     """A run killed while saving its result has a checkpoint at its last step: load it and
     train nothing (the Trainer, resumed there, would take one step past the end and save
     it as another checkpoint). False when steps are left to train."""
-    state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    state = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_NAME))
     steps = trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]
     if state.global_step < steps:
         return False
