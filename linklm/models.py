@@ -256,7 +256,17 @@ def _from_run(folder: Path) -> bool:
     return (folder.parent / RUN_FILE).exists()
 
 
+def _upload(folder: Path) -> bool:
+    """True for a publish upload folder, or its download from the Hub: run.json travels in it."""
+    return (folder / RUN_FILE).is_file()
+
+
 def _fix(folder: Path) -> str:
+    if _upload(folder):
+        return (
+            "assemble it again from its run (python -m flows.publish RUN --repo-id ... --dry-run) "
+            "or download it again"
+        )
     if _from_run(folder):
         return f"re-run training or restore the run folder {folder.parent} from a copy"
     if folder.parent == home() / "models":
@@ -316,12 +326,19 @@ def weight_hashes(folder: Path) -> dict[str, str]:
 
 
 def _recorded_hashes(folder: Path) -> dict[str, str]:
-    """What the run's run.json recorded for this folder; {} for runs made before hashes were
-    recorded, for an upload folder and for a run.json that does not read (the card and
+    """What the run's run.json recorded for this folder: beside it for a run's model/ or
+    adapter/, inside it for an upload folder or its Hub download (copied from the run's
+    model/, or adapter/ when it holds an adapter). {} for runs made before hashes were
+    recorded, for folders of no run and for a run.json that does not read (the card and
     publish name that)."""
+    if _upload(folder):
+        record = folder / RUN_FILE
+        name = "adapter" if (folder / "adapter_config.json").exists() else "model"
+    else:
+        record, name = folder.parent / RUN_FILE, folder.name
     try:
-        run = json.loads((folder.parent / RUN_FILE).read_text())
-        recorded = run.get(WEIGHTS_KEY, {}).get(folder.name, {})
+        run = json.loads(record.read_text())
+        recorded = run.get(WEIGHTS_KEY, {}).get(name, {})
     except (ValueError, OSError, AttributeError):
         return {}
     return recorded if isinstance(recorded, dict) else {}
@@ -368,7 +385,7 @@ def _folder_problem(folder: Path) -> str | None:
         problem = _safetensors_problem(path) if path.suffix == ".safetensors" else None
         if problem:
             return f"{path}: {problem}"
-    return _hash_problem(folder) if _from_run(folder) else None
+    return _hash_problem(folder)
 
 
 def check_folder(folder: str | Path) -> None:

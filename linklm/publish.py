@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from linklm import atomic, card
+from linklm import atomic, card, models
 from linklm.errors import LinkLMError
 from linklm.train import RUN_FILE, run_weights
 
@@ -127,10 +127,12 @@ def local_base(folder: Path) -> str | None:
 
 def check_loads(folder: Path) -> dict:
     """Load the folder back as a user of the Hub would (Auto classes; an adapter with peft,
-    onto the local base it trained on)."""
+    onto the local base it trained on), after checking its weights are the ones trained
+    (the SHA256s run.json recorded, which travel in the folder)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(folder)
+    models.check_folder(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if (folder / ADAPTER_CONFIG).exists():
         from peft import PeftModel

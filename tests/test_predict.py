@@ -258,6 +258,19 @@ def test_publish_dry_run_folder_loads_back(run_dir, seed_csv, tmp_path):
         publish.weights_dir(run_dir, adapter=True)
     with pytest.raises(publish.PublishError, match="no Hugging Face token"):
         publish.push(folder, "me/x", True, None)
+    # the folder carries run.json's weight hashes: a changed byte is named before a push, and
+    # where a Hub download of it is loaded
+    run = json.loads((run_dir / "run.json").read_text())
+    assert json.loads((folder / "run.json").read_text())["weights_sha256"] == run["weights_sha256"]
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    named = r"model\.safetensors: SHA256 .* != run\.json .*changed since training.*assemble it"
+    with pytest.raises(models.ModelError, match=named):
+        publish.check_loads(folder)
+    with pytest.raises(models.ModelError, match=named):
+        predict.Predictor(str(folder))
 
 
 def test_publish_never_replaces_a_folder_it_did_not_make(run_dir, tmp_path):
