@@ -239,9 +239,10 @@ def _check_hub_id(name: str) -> None:
 RUN_FILE = "run.json"  # linklm.train.RUN_FILE (train imports this module, not the reverse)
 WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "pytorch_model.bin")
 SHARD_INDEX = "model.safetensors.index.json"
+ADAPTER_CONFIG = "adapter_config.json"  # peft's settings: the folder holds an adapter
 JSON_FILES = (
     "config.json",
-    "adapter_config.json",
+    ADAPTER_CONFIG,
     "generation_config.json",
     "tokenizer_config.json",
     "tokenizer.json",
@@ -333,7 +334,7 @@ def _recorded_hashes(folder: Path) -> dict[str, str]:
     publish name that)."""
     if _upload(folder):
         record = folder / RUN_FILE
-        name = "adapter" if (folder / "adapter_config.json").exists() else "model"
+        name = "adapter" if (folder / ADAPTER_CONFIG).exists() else "model"
     else:
         record, name = folder.parent / RUN_FILE, folder.name
     try:
@@ -359,8 +360,8 @@ def _hash_problem(folder: Path) -> str | None:
 
 def _folder_problem(folder: Path) -> str | None:
     """The first missing or damaged file of a model folder, as 'path: what is wrong'."""
-    adapter = (folder / "adapter_config.json").exists()
-    required = ["adapter_config.json" if adapter else "config.json"]
+    adapter = (folder / ADAPTER_CONFIG).exists()
+    required = [ADAPTER_CONFIG if adapter else "config.json"]
     if _from_run(folder):  # training saves all of these; without them the model answers wrong
         required += ["tokenizer.json", "tokenizer_config.json", PROMPT_FILE]
     for name in required:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from linklm import atomic, card, models
 from linklm.errors import LinkLMError
+from linklm.models import ADAPTER_CONFIG
 from linklm.train import RUN_FILE, run_weights
 
 PUBLISH_DIR = "publish"
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 class PublishError(LinkLMError):

@@ -63,7 +63,7 @@ def run_weights(run_dir: Path, adapter: bool = False) -> Path | None:
     for sub in ("adapter",) if adapter else ("model", "adapter"):
         if (run_dir / sub).is_dir():
             return run_dir / sub
-    beside = ("adapter_config.json",) if adapter else ("config.json", "adapter_config.json")
+    beside = (models.ADAPTER_CONFIG,) if adapter else ("config.json", models.ADAPTER_CONFIG)
     return run_dir if any((run_dir / name).is_file() for name in beside) else None
 
 

@@ -40,3 +40,10 @@ def small_dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("small") / "data"
     dataset.build(out, GenerationConfig(n_rows=3000, chunk_size=1000, seed=7))
     return out
+
+
+def flip_last_byte(path: Path) -> None:
+    """One bit of the last tensor's last value: the file stays whole and loads."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import flip_last_byte
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -631,13 +632,6 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 3)])
 
 
-def _flip_last_byte(path: Path) -> None:
-    """One bit of the last tensor's last value: the file stays whole and loads."""
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0x01
-    path.write_bytes(bytes(data))
-
-
 DAMAGE = {
     "tokenizer.json missing": ("tokenizer.json", Path.unlink, "tokenizer.json: missing"),
     "tokenizer.json truncated": ("tokenizer.json", _truncate, "tokenizer.json: truncated"),
@@ -661,7 +655,7 @@ DAMAGE = {
     "model.safetensors missing": ("model.safetensors", Path.unlink, "model.safetensors: missing"),
     "model.safetensors altered": (  # well-formed, loads, answers differently: only its hash shows
         "model.safetensors",
-        _flip_last_byte,
+        flip_last_byte,
         "model.safetensors: SHA256 ",
     ),
     "linklm_prompt.json missing": ("linklm_prompt.json", Path.unlink, "linklm_prompt.json: miss"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from conftest import flip_last_byte
 
 from flows import predict as predict_cli
 from flows.cli import run_cli
@@ -262,10 +263,7 @@ def test_publish_dry_run_folder_loads_back(run_dir, seed_csv, tmp_path):
     # where a Hub download of it is loaded
     run = json.loads((run_dir / "run.json").read_text())
     assert json.loads((folder / "run.json").read_text())["weights_sha256"] == run["weights_sha256"]
-    weights = folder / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 1
-    weights.write_bytes(bytes(data))
+    flip_last_byte(folder / "model.safetensors")
     named = r"model\.safetensors: SHA256 .* != run\.json .*changed since training.*assemble it"
     with pytest.raises(models.ModelError, match=named):
         publish.check_loads(folder)
