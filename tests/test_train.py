@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -271,6 +272,19 @@ def test_qlora_without_cuda_stops_at_once_with_what_it_needs(small_dataset, tmp_
         pytest.skip("this machine has CUDA")
     with pytest.raises(train.TrainingError, match="qlora needs a CUDA GPU.*use mode lora or full"):
         train.train(_config(small_dataset, tmp_path, mode="qlora"))
+
+
+def test_only_the_unused_cpu_kernels_hub_warnings_are_dropped(caplog):
+    # bitsandbytes asks the hub for a CPU 4-bit kernel as peft imports it (on AVX512-BF16
+    # CPUs); offline that is two warnings per command about a kernel linklm never uses
+    import linklm
+
+    with caplog.at_level(logging.WARNING):
+        for name in linklm.HUB_KERNEL_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.warning("Failed to load %s: offline", linklm.UNUSED_HUB_KERNEL)
+            logger.warning("something else went wrong")
+    assert [r.getMessage() for r in caplog.records] == ["something else went wrong"] * 2
 
 
 @pytest.mark.parametrize(
