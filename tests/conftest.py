@@ -1,5 +1,6 @@
 """Test settings: every run gets its own Prefect home and Hugging Face cache, offline."""
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -32,6 +33,11 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+        # The harness logs "Stopping temporary server" at INFO when it exits, through a
+        # console handler that still holds a pytest capture stream closed by then: that
+        # printed a "--- Logging error ---" traceback after the last test. Only that line
+        # is lost; warnings and errors still show.
+        logging.getLogger("prefect").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")
