@@ -3,7 +3,7 @@
     python benchmarks/bench_eval.py                          # default model, 512 test rows
     python benchmarks/bench_eval.py --model runs/demo/train/demo-... --rows 1000
 
-Both paths call the platform's ``linklm.answers.generate`` (left padding, KV cache, greedy,
+Both paths call the platform's ``linklm.evaluation.answers.generate`` (left padding, KV cache, greedy,
 stop at the end of the answer) on the same rows; the reference uses batch size 1, as a
 naive loop over rows would. Also times channel ranking (one forward per batch for number-
 token models) and checks that batched and one-by-one answers agree. Figures: examples/s,
@@ -21,8 +21,10 @@ from pathlib import Path
 
 import torch
 
-from linklm import answers, dataset, examples, models, train
 from linklm.config import GenerationConfig
+from linklm.data import dataset
+from linklm.evaluation import answers
+from linklm.model import examples, models, runs
 
 
 def _timed(fn, *args, **kwargs):
@@ -46,7 +48,7 @@ def main() -> None:
     if not (data_dir / "manifest.json").exists():
         dataset.build(data_dir, GenerationConfig(n_rows=max(10 * args.rows, 5000), seed=3))
     rows = examples.split_rows(data_dir, "test", args.rows)
-    loaded = models.load(str(train.run_weights(Path(args.model)) or args.model))
+    loaded = models.load(str(runs.run_weights(Path(args.model)) or args.model))
     m, tok, fmt = loaded.model, loaded.tokenizer, loaded.prompt_format
     answers.generate(m, tok, fmt, rows.head(8), batch_size=8)  # warm-up
 

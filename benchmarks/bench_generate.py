@@ -29,8 +29,9 @@ from pathlib import Path
 
 import polars as pl
 
-from linklm import dataset, schema
+from linklm import schema
 from linklm.config import GenerationConfig
+from linklm.data import dataset
 
 
 def reference_row(rng: random.Random, scenario_id: int) -> dict:

@@ -24,9 +24,10 @@ import tempfile
 from pathlib import Path
 from typing import get_args
 
-from linklm import dataset, train
 from linklm.config import GenerationConfig, Mode, TrainConfig
+from linklm.data import dataset
 from linklm.errors import LinkLMError
+from linklm.model import training
 
 
 def run_mode(args: argparse.Namespace, mode: str) -> dict:
@@ -51,7 +52,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict:
         max_rows=args.max_rows,
     )
     try:
-        return train.train(config)
+        return training.train(config)
     except LinkLMError as error:
         return {"error": str(error)}
 

@@ -19,8 +19,10 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from linklm import dataset, examples, export, predict
 from linklm.config import GenerationConfig
+from linklm.data import dataset, export
+from linklm.model import examples
+from linklm.serving import predict
 
 
 def main() -> None:

@@ -7,7 +7,7 @@
 
 ``--max-steps`` trains a fixed number of steps instead of a time budget, so variants can be
 compared on a busy machine; ``--spec`` builds a variant of the default model
-(``linklm.models.DefaultSpec`` fields, e.g. ``num_hidden_layers=6``).
+(``linklm.model.models.DefaultSpec`` fields, e.g. ``num_hidden_layers=6``).
 
 Prints channel top-1 (greedy and ranked), top-3, throughput MAE and invalid answers for the
 model, next to the quietest-channel heuristic, the mean and per-bandwidth-mean throughput
@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 from transformers import TrainerCallback
 
-from linklm import answers as model_answers
-from linklm import baselines, dataset, examples, models, train
 from linklm.config import GenerationConfig, TrainConfig
+from linklm.data import dataset
+from linklm.evaluation import answers as model_answers
+from linklm.evaluation import baselines
+from linklm.model import examples, models, training
 
 
 class TimeBudget(TrainerCallback):
@@ -69,12 +71,12 @@ class StepClock(TrainerCallback):
         return max(0.0, self.start - self.begin - self.skip * self.seconds_per_step())
 
 
-def _step_time(config: TrainConfig, prepared: train.Prepared, work: Path) -> tuple[float, float]:
+def _step_time(config: TrainConfig, prepared: training.Prepared, work: Path) -> tuple[float, float]:
     """Calibrate on 40 steps, so the LR schedule can span the whole budget: (seconds per
     step, one-off start-up seconds)."""
     probe = config.model_copy(update={"max_steps": 40, "warmup_steps": 0})
     clock = StepClock()
-    train.build_trainer(probe, prepared, work / "calibrate", callbacks=[clock]).train()
+    training.build_trainer(probe, prepared, work / "calibrate", callbacks=[clock]).train()
     return clock.seconds_per_step(), clock.start_up_seconds()
 
 
@@ -85,7 +87,7 @@ def _train_for(config: TrainConfig, budget_s: float, work: Path, max_steps: int 
     if max_steps:
         steps, callbacks = max_steps, []
     else:
-        per_step, start_up = _step_time(config, train.prepare(config), work)
+        per_step, start_up = _step_time(config, training.prepare(config), work)
         # 10 % margin: 40 calibration steps ran faster than a long run (runs without it
         # were stopped at 88-93 % of their schedule, before the learning rate had decayed)
         steps = max(50, int(0.9 * (budget_s - start_up) / per_step))
@@ -94,8 +96,8 @@ def _train_for(config: TrainConfig, budget_s: float, work: Path, max_steps: int 
         )
         callbacks = [TimeBudget(budget_s)]
     config = config.model_copy(update={"max_steps": steps, "warmup_steps": min(100, steps // 10)})
-    prepared = train.prepare(config)  # fresh weights: calibration trained the first copy
-    trainer = train.build_trainer(config, prepared, work / config.run_name, callbacks=callbacks)
+    prepared = training.prepare(config)  # fresh weights: calibration trained the first copy
+    trainer = training.build_trainer(config, prepared, work / config.run_name, callbacks=callbacks)
     began = time.perf_counter()
     trainer.train()
     return trainer, prepared, time.perf_counter() - began
@@ -144,7 +146,7 @@ def main() -> None:
         "--augment-copies",
         type=int,
         default=TrainConfig.model_fields["augment_copies"].default,
-        help="label-preserving variants per training row (linklm.augment)",
+        help="label-preserving variants per training row (linklm.data.augment)",
     )
     parser.add_argument(
         "--augment-keep", type=float, default=TrainConfig.model_fields["augment_keep"].default
@@ -153,7 +155,7 @@ def main() -> None:
         "--shift-copies",
         type=int,
         default=TrainConfig.model_fields["shift_copies"].default,
-        help="variants per training row with the whole scan louder (linklm.augment)",
+        help="variants per training row with the whole scan louder (linklm.data.augment)",
     )
     parser.add_argument("--data-dir", type=Path, help="reuse a dataset folder")
     parser.add_argument("--keep", type=Path, help="save the trained run (model, history) here")
@@ -211,13 +213,13 @@ def main() -> None:
     if stage_s > 0:  # stage 1: the channel alone, saved, then the full answer from there
         first = config.model_copy(update={"target": "channel", "run_name": "stage1"})
         trainer, prepared, first_s = _train_for(first, stage_s, work)
-        train.save_run(first, prepared, trainer, work / "stage1", first_s)
+        training.save_run(first, prepared, trainer, work / "stage1", first_s)
         config = config.model_copy(update={"model": str(work / "stage1" / "model")})
     trainer, prepared, train_s = _train_for(config, args.budget_s - stage_s, work, args.max_steps)
     seconds = time.perf_counter() - started
     tokens = trainer.state.num_input_tokens_seen
     if args.keep:
-        train.save_run(config, prepared, trainer, args.keep, train_s)
+        training.save_run(config, prepared, trainer, args.keep, train_s)
 
     test = examples.split_rows(data_dir, "test", args.test_rows)
     train_rows = examples.split_rows(data_dir, "train", args.train_rows)

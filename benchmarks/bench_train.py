@@ -27,8 +27,9 @@ from pathlib import Path
 
 import torch
 
-from linklm import dataset, examples, models, train
 from linklm.config import GenerationConfig, TrainConfig
+from linklm.data import dataset
+from linklm.model import examples, models, training
 
 
 class FixedLengthCollator(examples.LeftPadCollator):
@@ -92,8 +93,8 @@ def run_variant(
         group_by_length=variant == "grouped",
         max_rows=20_000,
     )
-    prepared = train.prepare(config)
-    trainer = train.build_trainer(config, prepared, work / variant)
+    prepared = training.prepare(config)
+    trainer = training.build_trainer(config, prepared, work / variant)
     pad = prepared.tokenizer.pad_token_id
     collator = (
         examples.LeftPadCollator(pad)
@@ -114,7 +115,7 @@ def run_variant(
         "seconds": seconds,
         "real_tokens_per_s": real / seconds,
         "padding_share": 1 - real / total,
-        "peak_rss_mb": train.peak_memory_mb()["rss"],
+        "peak_rss_mb": training.peak_memory_mb()["rss"],
     }
 
 

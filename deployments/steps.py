@@ -48,7 +48,7 @@ def project_dir(directory: str = "") -> Path:
 
 def checkouts_dir() -> Path:
     """Where a git-tracking worker keeps its clones (``$LINKLM_HOME/checkouts``)."""
-    from linklm.models import home  # here, not at the top: it imports torch, and the worker
+    from linklm.model.models import home  # here, not at the top: it imports torch, and the worker
     # CLI imports this module only for HERE; a pull step runs where the flow loads torch anyway
 
     return home().expanduser() / "checkouts"

@@ -30,8 +30,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ValidationError
 
 from flows.cli import ArgumentParser, fail, option_error, run_cli
-from linklm import dataset, export, prompts, schema, shards, simulate, validate
+from linklm import schema
 from linklm.config import DataFlowConfig, GenerationConfig, PromptConfig, SplitConfig
+from linklm.data import dataset, export, prompts, shards, simulate, validate
 from linklm.errors import LinkLMError, first_line
 from tasks import data as t
 from tasks import storage as t_storage

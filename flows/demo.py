@@ -22,7 +22,6 @@ from flows.cli import ArgumentParser, add_model_options, model_from_options, run
 from flows.data import data_flow
 from flows.evaluate import evaluate_flow, print_result
 from flows.train import train_flow
-from linklm import models, storage
 from linklm.config import (
     DataFlowConfig,
     DemoConfig,
@@ -31,6 +30,8 @@ from linklm.config import (
     TrainConfig,
     intervals_for,
 )
+from linklm.model import models
+from linklm.serving import storage
 from tasks import evaluate as t_eval
 from tasks import storage as t_storage
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
-from linklm import evaluate
 from linklm.config import EvalConfig
+from linklm.evaluation import evaluate
 from tasks import evaluate as t
 from tasks import secrets
 from tasks import storage as t_storage

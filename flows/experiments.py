@@ -7,9 +7,11 @@ from pathlib import Path
 from flows.data import data_flow
 from flows.evaluate import evaluate_flow
 from flows.train import train_flow
-from linklm import dataset, evaluate, storage
 from linklm.config import DataFlowConfig, EvalConfig, ExperimentBase, GenerationConfig, TrainConfig
+from linklm.data import dataset
 from linklm.errors import LinkLMError, first_line
+from linklm.evaluation import evaluate
+from linklm.serving import storage
 
 
 class ExperimentError(LinkLMError):

@@ -18,8 +18,11 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
 from flows.experiments import ExperimentError, attempt, ensure_data, failures_markdown
-from linklm import atomic, charts, dataset, evaluate, models, report, summaries
+from linklm import atomic
 from linklm.config import LearningCurveConfig, TrainConfig
+from linklm.data import dataset
+from linklm.evaluation import charts, evaluate, report, summaries
+from linklm.model import models
 from tasks import storage as t_storage
 
 RESULT_FILE = "learning_curve.json"

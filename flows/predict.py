@@ -22,8 +22,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
-from linklm import models, predict, predict_io, summaries
 from linklm.config import PredictConfig
+from linklm.evaluation import summaries
+from linklm.model import models
+from linklm.serving import predict, predict_io
 from tasks import predict as t
 from tasks import secrets
 

@@ -18,8 +18,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact
 
 from flows.cli import ArgumentParser, run_cli
-from linklm import models, publish
 from linklm.errors import first_line
+from linklm.model import models
+from linklm.serving import publish
 from tasks import predict as t
 from tasks import secrets
 

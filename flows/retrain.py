@@ -9,7 +9,7 @@ Or ``retrain_flow(RetrainConfig(...))``; prefect.yaml deploys it on a weekly cro
 same frozen test rows (a dataset made once with a fixed seed, whose SHA256 the registry
 keeps and checks), so their scores compare even though each challenger trains on new data.
 The decision, both scores and the lineage (data SHA256, configs, code version) go to the
-registry file (linklm.registry) and to Prefect artifacts. A challenger that fails or does
+registry file (linklm.serving.registry) and to Prefect artifacts. A challenger that fails or does
 not beat the champion never replaces it; a failed one is recorded, then fails the run.
 """
 
@@ -27,7 +27,7 @@ from flows.cli import ArgumentParser, add_model_options, model_from_options, run
 from flows.data import data_flow
 from flows.evaluate import evaluate_flow
 from flows.train import train_flow
-from linklm import atomic, dataset, evaluate, models, registry, storage
+from linklm import atomic
 from linklm.config import (
     DataFlowConfig,
     EvalConfig,
@@ -36,8 +36,12 @@ from linklm.config import (
     TrainConfig,
     intervals_for,
 )
+from linklm.data import dataset
 from linklm.errors import LinkLMError
-from linklm.train import versions
+from linklm.evaluation import evaluate
+from linklm.model import models
+from linklm.model.training import versions
+from linklm.serving import registry, storage
 from tasks import registry as t_registry
 from tasks import storage as t_storage
 

@@ -20,8 +20,12 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, fail, options_given, run_cli
 from flows.experiments import ExperimentError, attempt, ensure_data, failures_markdown
-from linklm import atomic, charts, dataset, evaluate, models, registry, report, summaries
+from linklm import atomic
 from linklm.config import LOWER_IS_BETTER, SweepConfig, TrainConfig
+from linklm.data import dataset
+from linklm.evaluation import charts, evaluate, report, summaries
+from linklm.model import models
+from linklm.serving import registry
 from tasks import storage as t_storage
 
 RESULT_FILE = "sweep.json"

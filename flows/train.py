@@ -17,9 +17,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
-from linklm import dataset, models, summaries
 from linklm.config import TrainConfig
-from linklm.train import check_hardware, check_run_dir, resumed, run_dir_of, run_lock
+from linklm.data import dataset
+from linklm.evaluation import summaries
+from linklm.model import models
+from linklm.model.runs import check_run_dir, resumed, run_dir_of, run_lock
+from linklm.model.training import check_hardware
 from tasks import secrets
 from tasks import storage as t_storage
 from tasks import train as t

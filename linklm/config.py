@@ -254,7 +254,7 @@ class EvalConfig(BaseModel):
 
 
 class DemoConfig(BaseModel):
-    """The one-command demo: defaults that finish in under 10 minutes on a 2-core CPU."""
+    """The one-command demo: defaults that finish in minutes on a laptop CPU."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -266,18 +266,15 @@ class DemoConfig(BaseModel):
     max_steps: int = Field(
         3000,
         gt=0,
-        description="Training steps (batch_size rows each). In bench_quality (seed 0, uncompiled, "
-        "learning rate 1e-3) 3,000 steps gave 96.0 % channel top-1 and 6.55 Mbps, 4,000 steps "
-        "95.3 % and 5.89 Mbps in a third more time.",
+        description="Training steps (batch_size rows each); docs/benchmarks.md has what more "
+        "steps buy.",
     )
     batch_size: int = Field(32, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(
         0.3,
         ge=0,
-        description="AdamW weight decay against memorising rows; in bench_quality 0.3 took the "
-        "default model's channel top-1 from 87.5 % to 92.8 % (seed 1) and from 90.7 % to "
-        "88.9 % (seed 0).",
+        description="AdamW weight decay, against memorising the training rows.",
     )
     eval_rows: int = Field(1000, gt=0, description="Test rows the model and baselines answer.")
     epochs: float | None = Field(

@@ -104,6 +104,9 @@ TEMP_RANGE = (-5.0, 42.0)
 HUMIDITY_RANGE = (20.0, 95.0)
 NOISE_ABOVE_FLOOR = (0.0, 8.0)
 SCAN_FLOOR_OFFSET_DB = 2.0
+# the loudest reading above noise_floor_dbm that the default model's prompt can show (0.1 dB
+# steps, linklm.model.numtok.LEVEL_MAX); the generator's readings stay below it
+SCAN_READABLE_OFFSET_DB = 25.5
 
 # Per (environment, density) draw tables.
 FRESNEL_RANGE: dict[tuple[str, str], tuple[float, float]] = {

@@ -1,4 +1,4 @@
-"""Tasks of the data flow: thin wrappers over linklm.dataset / validate / export / shards.
+"""Tasks of the data flow: thin wrappers over linklm.data.dataset / validate / export / shards.
 
 Chunk tasks are not cached by Prefect on purpose: the truth about a chunk is its file, and
 ``ensure_chunk`` skips a chunk only when its bytes hash to its record (a cache entry cannot
@@ -15,8 +15,8 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 
-from linklm import dataset, export, shards, simulate, validate
 from linklm.config import GenerationConfig, PromptConfig, SplitConfig
+from linklm.data import dataset, export, shards, simulate, validate
 from tasks.retry import only_transient
 
 CACHED = {"cache_policy": INPUTS + TASK_SOURCE, "persist_result": True}

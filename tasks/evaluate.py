@@ -18,8 +18,8 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
-from linklm import eval_report, evaluate, summaries
 from linklm.config import EvalConfig
+from linklm.evaluation import eval_report, evaluate, summaries
 from tasks.retry import only_transient
 
 

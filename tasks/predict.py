@@ -8,8 +8,8 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from linklm import predict, predict_io, publish
 from linklm.config import PredictConfig
+from linklm.serving import predict, predict_io, publish
 from tasks.retry import only_transient
 
 

@@ -1,4 +1,4 @@
-"""Tasks of the retrain flow around the champion registry (linklm.registry).
+"""Tasks of the retrain flow around the champion registry (linklm.serving.registry).
 
 Recording a decision is not retried: it appends to the registry's history, and a blind
 retry after an unknown outcome could record the same decision twice. The decision and the
@@ -13,7 +13,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from linklm import registry, summaries
+from linklm.evaluation import summaries
+from linklm.serving import registry
 
 
 @task(name="record-decision", cache_policy=NO_CACHE, persist_result=False)

@@ -1,4 +1,4 @@
-"""Copy a finished folder to the artifact location (linklm.storage) and link it in the UI.
+"""Copy a finished folder to the artifact location (linklm.serving.storage) and link it in the UI.
 
 Retried, because object stores and network mounts fail transiently; not cached, because
 the point is the copy itself.
@@ -13,7 +13,7 @@ from prefect.artifacts import create_link_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from linklm import storage
+from linklm.serving import storage
 from tasks.retry import only_transient
 
 

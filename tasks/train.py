@@ -12,8 +12,9 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from linklm import train
 from linklm.config import TrainConfig
+from linklm.evaluation import card
+from linklm.model import runs, training
 from tasks.retry import only_transient
 
 
@@ -26,14 +27,14 @@ from tasks.retry import only_transient
     retry_condition_fn=only_transient,
     retry_delay_seconds=2,
 )
-def prepare(config: TrainConfig, token: str | None) -> train.Prepared:
-    train.check_run_dir(config)
-    return train.prepare(config, token)
+def prepare(config: TrainConfig, token: str | None) -> training.Prepared:
+    runs.check_run_dir(config)
+    return training.prepare(config, token)
 
 
 @task(name="train-model", cache_policy=NO_CACHE, persist_result=False, log_prints=False)
-def fit(config: TrainConfig, prepared: train.Prepared):
-    return train.fit(config, prepared)
+def fit(config: TrainConfig, prepared: training.Prepared):
+    return training.fit(config, prepared)
 
 
 @task(
@@ -45,11 +46,14 @@ def fit(config: TrainConfig, prepared: train.Prepared):
     retry_delay_seconds=1,
 )
 def save(
-    config: TrainConfig, prepared: train.Prepared, trainer, seconds: float, token: str | None
+    config: TrainConfig, prepared: training.Prepared, trainer, seconds: float, token: str | None
 ) -> dict:
-    return train.save_run(config, prepared, trainer, train.run_dir_of(config), seconds, token)
+    run_dir = runs.run_dir_of(config)
+    summary = training.save_run(config, prepared, trainer, run_dir, seconds, token)
+    card.write_card(run_dir)  # the run's model card, from the files just saved
+    return summary
 
 
 @task(name="dry-run", cache_policy=NO_CACHE, persist_result=False, log_prints=False)
-def dry_run(config: TrainConfig, prepared: train.Prepared) -> float:
-    return train.dry_run(config, prepared)
+def dry_run(config: TrainConfig, prepared: training.Prepared) -> float:
+    return training.dry_run(config, prepared)

@@ -22,8 +22,8 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     torch.set_num_threads(1)
 
 import tasks  # noqa: E402,F401  (the project's Prefect and hub defaults)
-from linklm import dataset  # noqa: E402
 from linklm.config import GenerationConfig  # noqa: E402
+from linklm.data import dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session")

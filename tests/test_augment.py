@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from linklm import augment, dataset, physics
+from linklm.data import augment, dataset, physics
 
 
 @pytest.fixture(scope="module")

@@ -31,23 +31,16 @@ from flows import retrain as retrain_cli
 from flows import sweep as sweep_cli
 from flows import train as train_cli
 from flows.cli import run_cli
-from linklm import (
-    dataset,
-    evaluate,
-    examples,
-    models,
-    predict,
-    predict_io,
-    reader,
-    rules,
-    schema,
-    train,
-)
+from linklm import schema
 from linklm.config import EvalConfig, PredictConfig, TrainConfig
+from linklm.data import dataset, reader, rules
+from linklm.data.export import to_seed_csv_frame
 from linklm.errors import SchemaError
-from linklm.export import to_seed_csv_frame
-from linklm.formats import PromptFormat
-from linklm.models import ModelError
+from linklm.evaluation import evaluate
+from linklm.model import examples, models, training
+from linklm.model.formats import PromptFormat
+from linklm.model.models import ModelError
+from linklm.serving import predict, predict_io
 
 FLOWS = {  # module -> the flow functions its main() may call
     data_cli: ("run_data_flow",),
@@ -69,7 +62,7 @@ FIX = "re-run training or restore the run folder"
 @pytest.fixture(scope="module")
 def tiny_run(small_dataset, tmp_path_factory) -> Path:
     """A finished run of a few steps: enough for every file a run folder has. Read-only."""
-    summary = train.train(
+    summary = training.train(
         TrainConfig(
             data_dir=small_dataset,
             out_dir=tmp_path_factory.mktemp("bad-input-runs"),
@@ -567,7 +560,7 @@ def test_unusable_file_fails_in_one_line_and_keeps_the_old_report(
     (report / "report.json").write_text('{"rows": 20, "bad_rows": 0}\n')  # a good old report
     before = _snapshot(report)
     with pytest.raises(error) as raised:
-        from linklm import validate
+        from linklm.data import validate
 
         validate.validate_path(path, report)
     assert str(path) in str(raised.value) and len(str(raised.value).splitlines()) == 1
@@ -602,7 +595,7 @@ def test_a_huge_field_is_reported_on_its_row_quickly(good_text, tmp_path, capsys
     path = tmp_path / "huge.csv"
     path.write_bytes(raw)
     started = time.perf_counter()
-    from linklm import validate
+    from linklm.data import validate
 
     result = validate.validate_path(path, tmp_path / "report")
     errors = result.problems.filter(pl.col("severity") == "error")
@@ -755,7 +748,7 @@ PROPERTY = settings(
 @PROPERTY
 @given(order=st.permutations(schema.COLUMNS), rows=st.sets(st.integers(0, 29), min_size=1))
 def test_any_column_order_and_any_subset_of_good_rows_validates_clean(clean_text, order, rows):
-    from linklm import validate
+    from linklm.data import validate
 
     subset = clean_text.filter(pl.int_range(pl.len()).is_in(sorted(rows))).select(order)
     with tempfile.TemporaryDirectory() as folder:

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from linklm import atomic, dataset, registry, train
+from linklm import atomic
 from linklm.config import GenerationConfig, TrainConfig
-from linklm.train import TrainingError
+from linklm.data import dataset
+from linklm.model import runs, training
+from linklm.model.runs import TrainingError
+from linklm.serving import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 FROZEN = {"data_dir": "frozen", "dataset_sha256": "a" * 64, "rows": 100, "generation": {}}
@@ -63,11 +66,11 @@ def test_a_second_training_into_the_same_run_folder_is_refused(small_dataset, tm
     release = threading.Event()
 
     def first_writer() -> None:
-        with train.run_lock(config):
+        with runs.run_lock(config):
             # a live run has written its settings (train_config.json) when training began
             sha = json.loads((small_dataset / "manifest.json").read_text())["dataset_sha256"]
-            settings = config.model_dump(mode="json") | {train.DATASET_KEY: sha}
-            (tmp_path / "shared" / train.CONFIG_FILE).write_text(json.dumps(settings))
+            settings = config.model_dump(mode="json") | {runs.DATASET_KEY: sha}
+            (tmp_path / "shared" / runs.CONFIG_FILE).write_text(json.dumps(settings))
             held.set()
             release.wait(60)
 
@@ -76,8 +79,8 @@ def test_a_second_training_into_the_same_run_folder_is_refused(small_dataset, tm
     try:
         assert held.wait(30)
         with pytest.raises(TrainingError, match="another run is training into this folder"):
-            train.train(config)
-        assert not (tmp_path / "shared" / train.RUN_FILE).exists()
+            training.train(config)
+        assert not (tmp_path / "shared" / runs.RUN_FILE).exists()
         assert not (tmp_path / "shared" / "checkpoints").exists()
         # a resume meanwhile: the checkpoint the live run is writing is not taken for the
         # unfinished save of a killed run (which a resume removes)
@@ -85,14 +88,14 @@ def test_a_second_training_into_the_same_run_folder_is_refused(small_dataset, tm
         being_written.mkdir(parents=True)
         (being_written / "model.safetensors").write_bytes(b"half")
         with pytest.raises(TrainingError, match="another run is training into this folder"):
-            train.train(config.model_copy(update={"resume": True}))
+            training.train(config.model_copy(update={"resume": True}))
         assert (being_written / "model.safetensors").read_bytes() == b"half"
         shutil.rmtree(being_written.parent)
     finally:
         release.set()
         writer.join()
-    (tmp_path / "shared" / train.CONFIG_FILE).unlink()  # as if it had never started
-    summary = train.train(config)  # the lock is free again
+    (tmp_path / "shared" / runs.CONFIG_FILE).unlink()  # as if it had never started
+    summary = training.train(config)  # the lock is free again
     assert summary["steps"] == 2
 
 

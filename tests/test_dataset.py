@@ -6,8 +6,9 @@ import shutil
 import polars as pl
 import pytest
 
-from linklm import atomic, dataset, simulate
+from linklm import atomic
 from linklm.config import GenerationConfig
+from linklm.data import dataset, simulate
 from linklm.errors import DatasetError
 
 CONFIG = GenerationConfig(n_rows=2500, chunk_size=1000, seed=7)

@@ -275,3 +275,28 @@ def test_deployments_cli_reads_the_api_url_from_the_prefect_profile(tmp_path):
     assert done.stderr.startswith("error: http://127.0.0.1:9/api: no Prefect API answers"), (
         done.stderr
     )
+
+
+def test_prefect_toml_is_what_every_prefect_command_in_the_checkout_reads():
+    """`prefect server start` run in the checkout reads prefect.toml (no telemetry, the long
+    start-up timeout) without importing the project; the values are the ones importing
+    `tasks` sets for flows started elsewhere."""
+    import tasks
+
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    shown = subprocess.run(
+        [sys.executable, "-m", "prefect", "config", "view", "--show-sources"],
+        cwd=ROOT,
+        env=env | {"PREFECT_HOME": str(ROOT / ".pytest_cache" / "prefect-home")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    from_toml = dict(re.findall(r"^(PREFECT_\w+)='([^']*)' \(from prefect.toml\)$", shown, re.M))
+    prefect_defaults = {
+        k: v for k, v in tasks.PROJECT_ENV_DEFAULTS.items() if k.startswith("PREFECT_")
+    }
+    assert set(from_toml) == set(prefect_defaults), shown
+    for name, value in prefect_defaults.items():
+        assert from_toml[name].lower() == value.lower(), name

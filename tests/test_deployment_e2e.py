@@ -24,7 +24,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlo
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from linklm import storage
+from linklm.serving import storage
 
 ROOT = Path(__file__).parents[1]
 SERVER_START_S = 120

@@ -8,7 +8,8 @@ import zipfile
 import polars as pl
 import pytest
 
-from linklm import atomic, dataset, export, schema
+from linklm import atomic, schema
+from linklm.data import dataset, export
 
 
 @pytest.fixture

@@ -13,8 +13,9 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows import data as data_flow_module
 from flows.data import data_flow, run_data_flow
-from linklm import atomic, dataset
+from linklm import atomic
 from linklm.config import DataFlowConfig, GenerationConfig, PromptConfig
+from linklm.data import dataset
 from linklm.errors import PromptError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,9 @@ import polars as pl
 import pytest
 from prefect import get_client
 
-from linklm import evaluate, examples, metrics, report, train
 from linklm.config import EvalConfig, LearningCurveConfig, SweepConfig, TrainConfig
+from linklm.evaluation import evaluate, metrics, report
+from linklm.model import examples, training
 
 TINY_TRAIN = {"max_steps": 8, "batch_size": 16, "eval_rows": 16, "warmup_steps": 1}
 LOGGED = {"logging_steps": 2, "eval_steps": 4}
@@ -32,7 +33,7 @@ def _child_flow_names(flow_run_id) -> list[str]:
 @pytest.fixture(scope="module")
 def trained_run(small_dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
-    summary = train.train(
+    summary = training.train(
         TrainConfig(data_dir=small_dataset, out_dir=out, run_name="tiny", **TINY_TRAIN, **LOGGED)
     )
     return Path(summary["run_dir"])
@@ -226,7 +227,7 @@ def test_sweep_config_refuses_unknown_or_invalid_settings():
 
 
 def test_slice_columns_exist_in_the_data(small_dataset):
-    from linklm import examples
+    from linklm.model import examples
 
     rows = examples.split_rows(small_dataset, "test", max_rows=5)
     assert set(metrics.SLICE_COLUMNS) <= set(rows.columns)

@@ -6,8 +6,9 @@ import json
 from prefect import get_client
 
 from flows.retrain import frozen_test, retrain_flow
-from linklm import dataset, registry, storage
 from linklm.config import RetrainConfig
+from linklm.data import dataset
+from linklm.serving import registry, storage
 
 TINY = {"frozen_rows": 1500, "n_rows": 1500, "max_steps": 4, "batch_size": 16, "eval_rows": 40}
 
@@ -32,7 +33,7 @@ def test_retrain_promotes_only_a_better_challenger(prefect_harness, tmp_path):
     run_dir = registry.champion_run_dir(config.registry)
     assert (run_dir / "run.json").exists() and (run_dir / "model").is_dir()
     assert (run_dir / "eval-frozen" / "metrics.json").exists()
-    from linklm import predict  # `--model champion` resolves to the promoted run's weights
+    from linklm.serving import predict  # `--model champion` resolves to the promoted run's weights
 
     assert predict.model_folder("champion", config.registry) == str(run_dir / "model")
 

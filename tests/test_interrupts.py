@@ -21,8 +21,9 @@ from safetensors.torch import load_file
 
 from flows import train as train_flow_module
 from flows.data import run_data_flow
-from linklm import atomic, train
+from linklm import atomic
 from linklm.config import DataFlowConfig, GenerationConfig, TrainConfig
+from linklm.model import runs, training
 
 ROOT = Path(__file__).resolve().parents[1]
 GEN = GenerationConfig(n_rows=30_000, chunk_size=500, seed=9)  # 60 chunks
@@ -107,7 +108,7 @@ def _train_args(data_dir: Path, out_dir: Path, run_name: str) -> list[str]:
 def uninterrupted_run(small_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("train-reference")
     config = TrainConfig(data_dir=small_dataset, out_dir=out, run_name="straight", **TRAIN_OPTIONS)
-    return train.train(config) | {"weights": out / "straight" / "model" / "model.safetensors"}
+    return training.train(config) | {"weights": out / "straight" / "model" / "model.safetensors"}
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -118,15 +119,15 @@ def test_train_flow_killed_mid_epoch_resumes_to_the_same_weights(
     args = ["-m", "flows.train", *_train_args(small_dataset, tmp_path / "runs", "killed")]
     proc = _start(args, tmp_path)
     delay = random.Random(seed).uniform(0.0, 3.0)
-    _kill_when(proc, lambda: (run_dir / train.CONFIG_FILE).exists(), delay)
-    assert not (run_dir / train.RUN_FILE).exists()
+    _kill_when(proc, lambda: (run_dir / runs.CONFIG_FILE).exists(), delay)
+    assert not (run_dir / runs.RUN_FILE).exists()
 
     # the user's re-run: the same run, --resume (the settings come from the run folder)
     code = train_flow_module.main(
         ["--out-dir", str(tmp_path / "runs"), "--run-name", "killed", "--resume"]
     )
     assert code == 0
-    summary = json.loads((run_dir / train.RUN_FILE).read_text())
+    summary = json.loads((run_dir / runs.RUN_FILE).read_text())
     assert summary["steps"] == TRAIN_OPTIONS["max_steps"]
     assert summary["final_train_loss"] == uninterrupted_run["final_train_loss"]
     reference = load_file(uninterrupted_run["weights"])

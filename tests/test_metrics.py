@@ -7,19 +7,11 @@ import polars as pl
 import pytest
 from sklearn import metrics as skm
 
-from linklm import answers as model_answers
-from linklm import (
-    baselines,
-    eval_report,
-    evaluate,
-    examples,
-    metrics,
-    numtok,
-    predictions,
-    summaries,
-)
-from linklm.formats import PromptFormat
-from linklm.train import HISTORY_FILE
+from linklm.evaluation import answers as model_answers
+from linklm.evaluation import baselines, eval_report, evaluate, metrics, predictions, summaries
+from linklm.model import examples, numtok
+from linklm.model.formats import PromptFormat
+from linklm.model.runs import HISTORY_FILE
 
 
 def _rows(truth_channels, truth_tp, available, **slices) -> pl.DataFrame:

@@ -4,9 +4,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from linklm import dataset, numtok
-from linklm.formats import PromptFormat
-from linklm.prompts import AnswerError
+from linklm.data import dataset
+from linklm.data.prompts import AnswerError
+from linklm.model import numtok
+from linklm.model.formats import PromptFormat
 
 
 @pytest.fixture(scope="module")

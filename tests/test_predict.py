@@ -14,8 +14,11 @@ from conftest import flip_last_byte
 
 from flows import predict as predict_cli
 from flows.cli import run_cli
-from linklm import card, export, models, predict, publish, train
 from linklm.config import EvalConfig, TrainConfig
+from linklm.data import export
+from linklm.evaluation import card
+from linklm.model import models, training
+from linklm.serving import predict, publish
 
 ROOT = Path(__file__).parents[1]
 
@@ -23,7 +26,7 @@ ROOT = Path(__file__).parents[1]
 @pytest.fixture(scope="module")
 def run_dir(small_dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("predict-runs")
-    summary = train.train(
+    summary = training.train(
         TrainConfig(
             data_dir=small_dataset,
             out_dir=out,
@@ -35,6 +38,7 @@ def run_dir(small_dataset, tmp_path_factory) -> Path:
             learning_rate=3e-3,
         )
     )
+    card.write_card(Path(summary["run_dir"]))  # as the train flow does after saving the run
     return Path(summary["run_dir"])
 
 
@@ -112,7 +116,7 @@ def test_bad_rows_are_reported_by_id_and_skipped(predictor, seed_csv):
 
 
 def test_guardrails_and_heuristic_fallback(run_dir, small_dataset):
-    from linklm import examples
+    from linklm.model import examples
 
     rows = examples.split_rows(small_dataset, "test", max_rows=3)
     first = rows["available_channels_mhz"][0][0]
@@ -131,7 +135,7 @@ def test_guardrails_and_heuristic_fallback(run_dir, small_dataset):
     fixed = untrained.predict(text)
     quiet = fixed.rows.filter(pl.col("source") == "heuristic")
     assert quiet.height == (~plain["valid"]).sum()
-    from linklm import baselines
+    from linklm.evaluation import baselines
 
     expected = dict(zip(rows["scenario_id"], baselines.quietest_channel(rows), strict=True))
     assert all(expected[r["scenario_id"]] == r["recommended_channel_mhz"] for r in quiet.to_dicts())
@@ -198,13 +202,13 @@ def test_cli_csv_jsonl_and_stdin(run_dir, seed_csv, tmp_path, monkeypatch, capsy
 
 
 def test_champion_resolution(run_dir, tmp_path):
-    registry = pytest.importorskip("linklm.registry")
+    registry = pytest.importorskip("linklm.serving.registry")
     with pytest.raises(registry.RegistryError):
         predict.model_folder("champion", tmp_path / "registry.json")
 
 
 def test_model_card_matches_the_run_and_its_metrics(run_dir, small_dataset):
-    from linklm import evaluate
+    from linklm.evaluation import evaluate
 
     text = (run_dir / "README.md").read_text()
     assert text.startswith("---\n") and "library_name: transformers" in text
@@ -296,7 +300,7 @@ def test_publish_never_replaces_a_folder_it_did_not_make(run_dir, tmp_path):
 
 
 def test_published_adapter_names_a_hub_base_or_says_it_needs_a_local_one(small_dataset, tmp_path):
-    summary = train.train(
+    summary = training.train(
         TrainConfig(
             data_dir=small_dataset,
             out_dir=tmp_path,
@@ -330,7 +334,7 @@ def test_published_adapter_names_a_hub_base_or_says_it_needs_a_local_one(small_d
 
 
 def test_predicts_the_split_of_a_dataset_folder(predictor, small_dataset, tmp_path):
-    from linklm import examples
+    from linklm.model import examples
 
     result = predictor.predict_source(str(small_dataset), "test")
     assert result.problems.height == 0
@@ -346,7 +350,8 @@ def test_predicts_a_csv_written_by_plain_python(predictor, small_dataset, tmp_pa
     """Another program's CSV: csv.writer, Python-literal lists and maps, True/False."""
     import csv
 
-    from linklm import examples, schema
+    from linklm import schema
+    from linklm.model import examples
 
     rows = examples.split_rows(small_dataset, "test", max_rows=12).to_dicts()
     path = tmp_path / "other.csv"
@@ -371,7 +376,7 @@ def test_predicts_a_csv_written_by_plain_python(predictor, small_dataset, tmp_pa
 def test_reads_and_writes_fsspec_urls(predictor, seed_csv):
     import fsspec
 
-    from linklm import predict_io
+    from linklm.serving import predict_io
 
     with fsspec.open("memory://inbox/links.csv", "wb") as fh:
         fh.write(seed_csv.read_bytes())

@@ -6,7 +6,7 @@ import re
 import polars as pl
 import pytest
 
-from linklm import dataset, prompts
+from linklm.data import dataset, prompts
 from linklm.errors import PromptError
 
 

@@ -7,8 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from linklm import export, numtok, prompts, reader, rules, schema
-from linklm.formats import PromptFormat
+from linklm import schema
+from linklm.data import export, prompts, reader, rules
+from linklm.model import numtok
+from linklm.model.formats import PromptFormat
 
 TARGETS = ("channel", "throughput", "both")
 KEYS = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from linklm import registry
-from linklm.registry import RegistryError, decide
+from linklm.serving import registry
+from linklm.serving.registry import RegistryError, decide
 
 FROZEN = {"data_dir": "frozen", "dataset_sha256": "a" * 64, "rows": 100, "generation": {}}
 
@@ -181,6 +181,6 @@ def test_registry_and_storage_need_no_prefect():
     import subprocess
     import sys
 
-    code = "import sys, linklm.registry, linklm.storage; print('prefect' in sys.modules)"
+    code = "import sys, linklm.serving.registry, linklm.serving.storage; print('prefect' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

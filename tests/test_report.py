@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from linklm import charts, report
+from linklm.evaluation import charts, report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -3,8 +3,8 @@
 import pytest
 
 from flows.data import run_data_flow, task_runner
-from linklm import dataset
 from linklm.config import DataFlowConfig, GenerationConfig
+from linklm.data import dataset
 
 distributed = pytest.importorskip("distributed")
 

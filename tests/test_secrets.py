@@ -326,7 +326,7 @@ def test_a_failed_push_never_repeats_the_token(echo_hub, tmp_path, monkeypatch, 
     traceback a log would show) names the failure without them."""
     from huggingface_hub import constants
 
-    from linklm import publish
+    from linklm.serving import publish
 
     monkeypatch.setattr(constants, "ENDPOINT", echo_hub[0])
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

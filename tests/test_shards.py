@@ -6,8 +6,8 @@ import datasets
 import numpy as np
 import pytest
 
-from linklm import dataset, shards
 from linklm.config import PromptConfig, SplitConfig
+from linklm.data import dataset, shards
 
 
 def test_split_is_a_pure_function_of_the_id():
@@ -84,8 +84,8 @@ def test_target_channel_only(small_dataset, tmp_path):
 
 
 def test_training_reads_the_split_of_the_shards_and_refuses_an_unknown_one(small_dataset, tmp_path):
-    from linklm import examples
     from linklm.errors import DatasetError
+    from linklm.model import examples
 
     copy = tmp_path / "data"
     shutil.copytree(small_dataset, copy)

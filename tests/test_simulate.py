@@ -10,8 +10,9 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
-from linklm import allocator, physics, schema, simulate
+from linklm import schema
 from linklm.config import GenerationConfig
+from linklm.data import allocator, physics, simulate
 
 
 def _chunk(config: GenerationConfig, index: int = 0) -> pl.DataFrame:
@@ -191,7 +192,7 @@ def test_generating_and_writing_a_dataset_does_not_import_pandas(tmp_path):
     ``pa.array`` checks for pandas types) cost 0.4 s of every run's start."""
     code = (
         "import sys, pathlib\n"
-        "from linklm import dataset\n"
+        "from linklm.data import dataset\n"
         "from linklm.config import GenerationConfig\n"
         f"dataset.build(pathlib.Path({str(tmp_path)!r}) / 'd', GenerationConfig(n_rows=300, chunk_size=100))\n"
         "print('pandas' in sys.modules)\n"

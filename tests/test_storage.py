@@ -3,7 +3,7 @@
 import fsspec
 import pytest
 
-from linklm import storage
+from linklm.serving import storage
 
 
 def _folder(tmp_path):

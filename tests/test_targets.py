@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from linklm import eval_report, evaluate, examples, predict, train
 from linklm.config import EvalConfig, TrainConfig
+from linklm.evaluation import eval_report, evaluate
+from linklm.model import examples, training
+from linklm.serving import predict
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +19,7 @@ def single_target_runs(small_dataset, tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("targets")
     runs = {}
     for target in ("channel", "throughput"):
-        summary = train.train(
+        summary = training.train(
             TrainConfig(
                 data_dir=small_dataset,
                 out_dir=out,

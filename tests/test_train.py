@@ -12,11 +12,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from linklm import answers as model_answers
-from linklm import dataset, examples, models, numtok, shards, train
 from linklm.config import GenerationConfig, PromptConfig, SplitConfig, TrainConfig
+from linklm.data import dataset, shards
 from linklm.errors import LinkLMError
-from linklm.formats import PromptFormat
+from linklm.evaluation import answers as model_answers
+from linklm.model import examples, models, numtok, runs, training
+from linklm.model.formats import PromptFormat
 
 
 def _config(data_dir, out_dir, **kw) -> TrainConfig:
@@ -96,7 +97,7 @@ class _AfterTrainingMemory(TrainerCallback):
     peak_at_end: float = 0.0
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.peak_at_end = train.peak_memory_mb()["rss"]
+        self.peak_at_end = training.peak_memory_mb()["rss"]
         resident = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGESIZE")
         block = torch.ones(int(self.peak_at_end * 2**20 - resident + 400 * 2**20) // 4)
         del block
@@ -108,7 +109,7 @@ def test_each_cpu_mode_trains_and_its_loss_falls(small_dataset, tmp_path, mode):
         small_dataset, tmp_path, mode=mode, learning_rate=3e-3 if mode == "full" else 1e-2
     )
     after_training = _AfterTrainingMemory()
-    summary = train.train(config, callbacks=[after_training])
+    summary = training.train(config, callbacks=[after_training])
     assert summary["final_train_loss"] < summary["first_train_loss"] - 0.5, summary
     run = tmp_path / "run"
     saved = json.loads((run / "run.json").read_text())
@@ -120,13 +121,13 @@ def test_each_cpu_mode_trains_and_its_loss_falls(small_dataset, tmp_path, mode):
     assert saved["peak_memory_mb"]["rss"] > 100  # a process with torch loaded is far above
     # the peak is training's: memory touched after it ends (the save, the merge) is not in it
     assert saved["peak_memory_mb"]["rss"] <= after_training.peak_at_end
-    assert train.peak_memory_mb()["rss"] > after_training.peak_at_end + 300  # it did lift it
+    assert training.peak_memory_mb()["rss"] > after_training.peak_at_end + 300  # it did lift it
     assert (saved["peak_memory_mb"]["gpu"] is None) == (not torch.cuda.is_available())
     # what a --resume starts from, and the data it must continue on
-    assert train.saved_config(run) == saved["config"] | {train.DATASET_KEY: saved["dataset_sha256"]}
+    assert runs.saved_config(run) == saved["config"] | {runs.DATASET_KEY: saved["dataset_sha256"]}
     # a resume: the saved settings, with the ones given again on top
     given = TrainConfig(out_dir=tmp_path, run_name="run", learning_rate=0.5, resume=True)
-    resumed = train.resumed(given)
+    resumed = runs.resumed(given)
     assert resumed.mode == mode and resumed.learning_rate == 0.5 and resumed.resume
     assert resumed.data_dir == small_dataset and resumed.max_rows == config.max_rows
     history = json.loads((run / "history.json").read_text())
@@ -161,15 +162,15 @@ def test_lora_merged_weights_equal_the_adapter_model(small_dataset, tmp_path):
     config = _config(
         small_dataset, tmp_path, mode="lora", max_steps=6, eval_rows=0, learning_rate=1e-2
     )
-    prepared = train.prepare(config)
-    trainer, seconds, _ = train.fit(config, prepared)
+    prepared = training.prepare(config)
+    trainer, seconds, _ = training.fit(config, prepared)
     run = tmp_path / "run"
-    train.save_run(config, prepared, trainer, run, seconds)
+    training.save_run(config, prepared, trainer, run, seconds)
     first = {
         f: (run / f).read_bytes()
         for f in ("model/model.safetensors", "adapter/adapter_model.safetensors")
     }
-    train.save_run(config, prepared, trainer, run, seconds)  # as the save task's retry would
+    training.save_run(config, prepared, trainer, run, seconds)  # as the save task's retry would
     assert {f: (run / f).read_bytes() for f in first} == first
     recorded = json.loads((run / "run.json").read_text())[models.WEIGHTS_KEY]
     assert recorded == {
@@ -201,14 +202,14 @@ class StopAt(TrainerCallback):
 
 
 def test_resume_gives_the_same_result_as_no_interruption(small_dataset, tmp_path):
-    straight = train.train(_config(small_dataset, tmp_path, run_name="straight"))
-    stopped = train.train(
+    straight = training.train(_config(small_dataset, tmp_path, run_name="straight"))
+    stopped = training.train(
         _config(small_dataset, tmp_path, run_name="resumed"), callbacks=[StopAt(12)]
     )
     assert stopped == {"stopped_at_step": 12, "run_dir": str(tmp_path / "resumed")}
     half_saved = tmp_path / "resumed" / ".model.tmp-1-abcdef12"  # a kill during a save left it
     half_saved.mkdir()
-    resumed = train.train(_config(small_dataset, tmp_path, run_name="resumed", resume=True))
+    resumed = training.train(_config(small_dataset, tmp_path, run_name="resumed", resume=True))
     assert not half_saved.exists()
     a = load_file(tmp_path / "straight" / "model" / "model.safetensors")
     b = load_file(tmp_path / "resumed" / "model" / "model.safetensors")
@@ -220,10 +221,10 @@ def test_resume_gives_the_same_result_as_no_interruption(small_dataset, tmp_path
     # killed while saving its result, after the last checkpoint: the resume trains no step
     # past the end (the Trainer alone would take step 25 and save checkpoint-25)
     done = tmp_path / "straight"
-    for name in ("run.json", "history.json", "README.md"):
+    for name in ("run.json", "history.json"):
         (done / name).unlink()
     shutil.rmtree(done / "model")
-    saved = train.train(_config(small_dataset, tmp_path, run_name="straight", resume=True))
+    saved = training.train(_config(small_dataset, tmp_path, run_name="straight", resume=True))
     assert saved["steps"] == 24 and saved["final_eval_loss"] == straight["final_eval_loss"]
     assert sorted(p.name for p in (done / "checkpoints").iterdir())[-1] == "checkpoint-24"
     again = load_file(done / "model" / "model.safetensors")
@@ -232,26 +233,26 @@ def test_resume_gives_the_same_result_as_no_interruption(small_dataset, tmp_path
 
 
 def test_dry_run_touches_one_batch_and_writes_nothing(small_dataset, tmp_path):
-    summary = train.train(_config(small_dataset, tmp_path, dry_run=True))
+    summary = training.train(_config(small_dataset, tmp_path, dry_run=True))
     assert summary["dry_run"] is True and 0 < summary["loss"] < 20
     assert not (tmp_path / "run").exists()  # no run folder, not even empty checkpoints
 
 
 def test_augmented_copies_join_the_train_split_only(small_dataset, tmp_path):
-    plain = train.prepare(_config(small_dataset, tmp_path, max_rows=300, augment_copies=0))
-    more = train.prepare(_config(small_dataset, tmp_path, max_rows=300, augment_copies=2))
+    plain = training.prepare(_config(small_dataset, tmp_path, max_rows=300, augment_copies=0))
+    more = training.prepare(_config(small_dataset, tmp_path, max_rows=300, augment_copies=2))
     assert len(plain.train_set) == 300 and len(more.train_set) == 900
     assert len(more.eval_set) == len(plain.eval_set) == 64
     first = more.train_set[0]["input_ids"]
     assert first == plain.train_set[0]["input_ids"]  # the original rows come first, unchanged
-    shifted = train.prepare(_config(small_dataset, tmp_path, max_rows=300, shift_copies=1))
+    shifted = training.prepare(_config(small_dataset, tmp_path, max_rows=300, shift_copies=1))
     assert len(shifted.train_set) == 600 and len(shifted.eval_set) == 64
     assert shifted.train_set[0]["input_ids"] == first
     assert shifted.train_set[300]["input_ids"] != first  # same row, louder scan tokens
 
 
 def test_compiled_training_learns_and_saves_a_plain_checkpoint(small_dataset, tmp_path):
-    summary = train.train(_config(small_dataset, tmp_path, torch_compile=True, eval_rows=0))
+    summary = training.train(_config(small_dataset, tmp_path, torch_compile=True, eval_rows=0))
     assert summary["final_train_loss"] < summary["first_train_loss"] - 0.5, summary
     from safetensors import safe_open
 
@@ -270,8 +271,8 @@ def test_compiled_training_learns_and_saves_a_plain_checkpoint(small_dataset, tm
 def test_qlora_without_cuda_stops_at_once_with_what_it_needs(small_dataset, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(train.TrainingError, match="qlora needs a CUDA GPU.*use mode lora or full"):
-        train.train(_config(small_dataset, tmp_path, mode="qlora"))
+    with pytest.raises(runs.TrainingError, match="qlora needs a CUDA GPU.*use mode lora or full"):
+        training.train(_config(small_dataset, tmp_path, mode="qlora"))
 
 
 def test_only_the_unused_cpu_kernels_hub_warnings_are_dropped(caplog):
@@ -300,7 +301,7 @@ def test_qlora_computes_in_the_runs_precision_else_the_gpus_best(
     small_dataset, tmp_path, flags, native_bf16, expected
 ):
     config = _config(small_dataset, tmp_path, mode="qlora", **flags)
-    assert train.qlora_compute_dtype(config, native_bf16=native_bf16) == expected
+    assert training.qlora_compute_dtype(config, native_bf16=native_bf16) == expected
 
 
 def test_qlora_code_path_runs_on_cpu_with_the_cuda_check_lifted(
@@ -313,27 +314,27 @@ def test_qlora_code_path_runs_on_cpu_with_the_cuda_check_lifted(
     from peft import PeftModel
 
     pytest.importorskip("bitsandbytes", reason="the dev extra installs it")
-    monkeypatch.setattr(train, "check_qlora_possible", lambda: None)
+    monkeypatch.setattr(training, "check_qlora_possible", lambda: None)
     config = _config(
         small_dataset, tmp_path, mode="qlora", max_steps=6, save_steps=3, learning_rate=1e-2
     )
-    prepared = train.prepare(config)
+    prepared = training.prepare(config)
     layers = {type(m).__name__ for _, m in prepared.model.named_modules()}
     assert "Linear4bit" in layers and "LoraModel" in layers, layers
     from bitsandbytes.nn import Linear4bit  # peft's LoRA wrapper has the same class name
 
     four_bit = [m for m in prepared.model.modules() if isinstance(m, Linear4bit)]
-    assert {m.compute_dtype for m in four_bit} == {train.qlora_compute_dtype(config)}
-    stopped = train.train(config, callbacks=[StopAt(3)])
+    assert {m.compute_dtype for m in four_bit} == {training.qlora_compute_dtype(config)}
+    stopped = training.train(config, callbacks=[StopAt(3)])
     assert stopped["stopped_at_step"] == 3
     assert (
         tmp_path / "run" / "checkpoints" / "checkpoint-3" / "adapter_model.safetensors"
     ).exists()
-    summary = train.train(config.model_copy(update={"resume": True}))
+    summary = training.train(config.model_copy(update={"resume": True}))
     run = tmp_path / "run"
     assert summary["steps"] == 6 and summary["model_dir"] == str(run / "model")
-    assert train.run_weights(run) == run / "model"
-    assert train.run_weights(run, adapter=True) == run / "adapter"
+    assert runs.run_weights(run) == run / "model"
+    assert runs.run_weights(run, adapter=True) == run / "adapter"
     # model/ is the adapter merged into the float32 base: a plain checkpoint, not 4-bit
     merged = AutoModelForCausalLM.from_pretrained(run / "model")
     assert not hasattr(merged.config, "quantization_config")
@@ -356,24 +357,24 @@ def test_qlora_code_path_runs_on_cpu_with_the_cuda_check_lifted(
 
 
 def test_missing_or_partial_checkpoint_is_named(small_dataset, tmp_path):
-    with pytest.raises(train.TrainingError, match="no run started there, nothing to resume"):
-        train.train(_config(small_dataset, tmp_path, resume=True))
-    train.train(_config(small_dataset, tmp_path, eval_rows=0), callbacks=[StopAt(12)])
+    with pytest.raises(runs.TrainingError, match="no run started there, nothing to resume"):
+        training.train(_config(small_dataset, tmp_path, resume=True))
+    training.train(_config(small_dataset, tmp_path, eval_rows=0), callbacks=[StopAt(12)])
     # started again without resume: refused, not a second run mixed into the first's folder
-    with pytest.raises(train.TrainingError, match="an interrupted run is there.*resume continu"):
-        train.train(_config(small_dataset, tmp_path, eval_rows=0, learning_rate=5e-3))
+    with pytest.raises(runs.TrainingError, match="an interrupted run is there.*resume continu"):
+        training.train(_config(small_dataset, tmp_path, eval_rows=0, learning_rate=5e-3))
     checkpoint = tmp_path / "run" / "checkpoints" / "checkpoint-12"
     # the state a resume needs to continue exactly, each checked whole
-    for name in train.CHECKPOINT_STATE:
+    for name in runs.CHECKPOINT_STATE:
         state = (checkpoint / name).read_bytes()
         (checkpoint / name).write_bytes(state[: len(state) // 2])  # a save cut short
-        with pytest.raises(train.TrainingError, match=r"readable weights/state \(BadZipFile"):
-            train.last_checkpoint(tmp_path / "run")
+        with pytest.raises(runs.TrainingError, match=r"readable weights/state \(BadZipFile"):
+            runs.last_checkpoint(tmp_path / "run")
         (checkpoint / name).unlink()  # the Trainer would skip the optimizer or the RNG state
-        with pytest.raises(train.TrainingError, match=f"missing {name}"):
-            train.last_checkpoint(tmp_path / "run")
+        with pytest.raises(runs.TrainingError, match=f"missing {name}"):
+            runs.last_checkpoint(tmp_path / "run")
         (checkpoint / name).write_bytes(state)
-    assert train.last_checkpoint(tmp_path / "run") == checkpoint
+    assert runs.last_checkpoint(tmp_path / "run") == checkpoint
     # a checkpoint is a model folder that answers in the run's format
     assert models.load(str(checkpoint)).prompt_format.kind == "numtok-v1"
     (checkpoint / models.PROMPT_FILE).unlink()
@@ -383,72 +384,72 @@ def test_missing_or_partial_checkpoint_is_named(small_dataset, tmp_path):
     good = weights.read_bytes()
     weights.write_bytes(good[:1000])
     with pytest.raises(
-        train.TrainingError, match=r"checkpoint-12: incomplete checkpoint .*delete it"
+        runs.TrainingError, match=r"checkpoint-12: incomplete checkpoint .*delete it"
     ):
-        train.train(_config(small_dataset, tmp_path, eval_rows=0, resume=True))
+        training.train(_config(small_dataset, tmp_path, eval_rows=0, resume=True))
     assert weights.read_bytes() == good[:1000], "a failed resume must not touch the checkpoint"
     (checkpoint / "optimizer.pt").unlink()
-    with pytest.raises(train.TrainingError, match="missing optimizer.pt"):
-        train.last_checkpoint(tmp_path / "run")
+    with pytest.raises(runs.TrainingError, match="missing optimizer.pt"):
+        runs.last_checkpoint(tmp_path / "run")
 
 
 def test_interrupted_save_is_dropped_and_resume_uses_the_one_before(small_dataset, tmp_path):
-    train.train(_config(small_dataset, tmp_path, save_steps=4), callbacks=[StopAt(12)])
+    training.train(_config(small_dataset, tmp_path, save_steps=4), callbacks=[StopAt(12)])
     checkpoints = tmp_path / "run" / "checkpoints"
-    assert train.last_checkpoint(tmp_path / "run") == checkpoints / "checkpoint-12"
+    assert runs.last_checkpoint(tmp_path / "run") == checkpoints / "checkpoint-12"
     # a kill during the save of step 12: the Trainer had not written trainer_state.json yet
     (checkpoints / "checkpoint-12" / "trainer_state.json").unlink()
     (checkpoints / "checkpoint-12" / "optimizer.pt").write_bytes(b"half")
-    assert train.last_checkpoint(tmp_path / "run") == checkpoints / "checkpoint-8"
+    assert runs.last_checkpoint(tmp_path / "run") == checkpoints / "checkpoint-8"
     assert not (checkpoints / "checkpoint-12").exists()
     # killed before any save: the resume starts from step 0
     for folder in checkpoints.iterdir():
         (folder / "trainer_state.json").unlink()
-    assert train.last_checkpoint(tmp_path / "run") is None
+    assert runs.last_checkpoint(tmp_path / "run") is None
 
 
 def test_finished_run_is_not_overwritten(small_dataset, tmp_path):
-    train.train(_config(small_dataset, tmp_path, max_steps=2, eval_rows=0))
+    training.train(_config(small_dataset, tmp_path, max_steps=2, eval_rows=0))
     before = (tmp_path / "run" / "run.json").read_text()
     weights = (tmp_path / "run" / "model" / "model.safetensors").read_bytes()
-    with pytest.raises(train.TrainingError, match="already there; choose another run_name"):
-        train.train(_config(small_dataset, tmp_path, max_steps=2, eval_rows=0))
-    with pytest.raises(train.TrainingError, match="already there; nothing to resume"):
-        train.train(_config(small_dataset, tmp_path, max_steps=4, eval_rows=0, resume=True))
+    with pytest.raises(runs.TrainingError, match="already there; choose another run_name"):
+        training.train(_config(small_dataset, tmp_path, max_steps=2, eval_rows=0))
+    with pytest.raises(runs.TrainingError, match="already there; nothing to resume"):
+        training.train(_config(small_dataset, tmp_path, max_steps=4, eval_rows=0, resume=True))
     assert (tmp_path / "run" / "run.json").read_text() == before
     assert (tmp_path / "run" / "model" / "model.safetensors").read_bytes() == weights
 
 
 def test_resume_keeps_what_the_checkpoint_is_and_names_a_damaged_config(small_dataset, tmp_path):
     config = _config(small_dataset, tmp_path, mode="lora", learning_rate=1e-2, eval_rows=0)
-    train.train(config, callbacks=[StopAt(12)])
-    saved = tmp_path / "run" / train.CONFIG_FILE
+    training.train(config, callbacks=[StopAt(12)])
+    saved = tmp_path / "run" / runs.CONFIG_FILE
     started = saved.read_bytes()
     again = TrainConfig(out_dir=tmp_path, run_name="run", resume=True)
-    with pytest.raises(train.TrainingError, match=r"keeps the settings.*mode 'lora' -> 'full'"):
-        train.train(again.model_copy(update={"mode": "full"}))
+    with pytest.raises(runs.TrainingError, match=r"keeps the settings.*mode 'lora' -> 'full'"):
+        training.train(again.model_copy(update={"mode": "full"}))
     assert saved.read_bytes() == started, "a refused resume must not change the saved settings"
     saved.write_bytes(started[:100])
-    with pytest.raises(train.TrainingError, match=r"train_config.json: not readable JSON"):
-        train.train(again)
+    with pytest.raises(runs.TrainingError, match=r"train_config.json: not readable JSON"):
+        training.train(again)
     saved.write_text(json.dumps(json.loads(started) | {"old_option": 1}))
-    with pytest.raises(train.TrainingError, match=r"train_config.json: old_option: .*another ver"):
-        train.train(again)
+    with pytest.raises(runs.TrainingError, match=r"train_config.json: old_option: .*another ver"):
+        training.train(again)
     saved.write_bytes(started)
     other = tmp_path / "other-data"
     dataset.build(other, GenerationConfig(n_rows=200, chunk_size=200, seed=2))
-    with pytest.raises(train.TrainingError, match=r"other-data: dataset .* is not the one run run"):
-        train.train(again.model_copy(update={"data_dir": other}))
+    with pytest.raises(runs.TrainingError, match=r"other-data: dataset .* is not the one run run"):
+        training.train(again.model_copy(update={"data_dir": other}))
     saved.unlink()  # the checkpoints' settings unknown: refused, not the defaults
-    with pytest.raises(train.TrainingError, match=r"train_config.json is missing: the settings"):
-        train.train(again)
+    with pytest.raises(runs.TrainingError, match=r"train_config.json is missing: the settings"):
+        training.train(again)
     saved.write_bytes(started)
     # from Python as from the CLI: only run_name and resume given, the rest as started
-    summary = train.train(again)
+    summary = training.train(again)
     assert summary["steps"] == 24 and summary["config"]["mode"] == "lora"
     assert summary["config"]["data_dir"] == str(small_dataset)
     # tokens/s counts this session's tokens only, not those of the 12 steps before the resume
-    history = json.loads((tmp_path / "run" / train.HISTORY_FILE).read_text())
+    history = json.loads((tmp_path / "run" / runs.HISTORY_FILE).read_text())
     seen = {h["step"]: h["num_input_tokens_seen"] for h in history if "num_input_tokens_seen" in h}
     session = seen[24] - seen[12]
     assert seen[24] > 1.6 * session  # so counting all of them would be far off
@@ -462,7 +463,7 @@ def test_an_empty_validation_split_turns_validation_off(tmp_path):
     shards.write_shards(
         data, SplitConfig(val=0), PromptConfig()
     )  # the data flow's --val-fraction 0
-    summary = train.train(_config(data, tmp_path, max_steps=4, eval_steps=2, max_rows=None))
+    summary = training.train(_config(data, tmp_path, max_steps=4, eval_steps=2, max_rows=None))
     assert summary["steps"] == 4 and summary["final_eval_loss"] is None
 
 
@@ -482,14 +483,16 @@ def test_bad_model_names_are_clear(small_dataset, tmp_path):
 
 def test_answer_weights_reach_the_channel_and_throughput_tokens():
     tokenizer = models.load(models.DEFAULT_MODEL).tokenizer
-    weights = train.token_weights(tokenizer, TrainConfig(channel_weight=2.0, throughput_weight=0.5))
+    weights = training.token_weights(
+        tokenizer, TrainConfig(channel_weight=2.0, throughput_weight=0.5)
+    )
     vocab = tokenizer.get_vocab()
     assert (
         weights[vocab["c5180"]] == 2.0
         and weights[vocab["q10"]] == 0.5
         and weights[vocab["<end_of_turn>"]] == 1.0
     )
-    assert train.token_weights(tokenizer, TrainConfig()) is None
+    assert training.token_weights(tokenizer, TrainConfig()) is None
 
 
 def test_gemma_gguf_loads_and_tokenises_like_its_chat_template(small_dataset):
@@ -512,8 +515,8 @@ def test_length_grouped_sampler_gets_a_plain_list_and_the_same_order(small_datas
     from transformers.trainer_pt_utils import get_length_grouped_indices
 
     config = _config(small_dataset, tmp_path, eval_rows=0, max_rows=300)
-    prepared = train.prepare(config)
-    trainer = train.build_trainer(config, prepared, tmp_path / "run")
+    prepared = training.prepare(config)
+    trainer = training.build_trainer(config, prepared, tmp_path / "run")
     sampler = trainer._get_train_sampler()
     assert isinstance(sampler.lengths, list)  # not datasets' lazy Column, read row by row
     assert sampler.lengths == list(prepared.train_set["length"])
@@ -527,7 +530,7 @@ def test_length_grouped_sampler_gets_a_plain_list_and_the_same_order(small_datas
 def test_lora_adapters_start_from_the_seed_and_targets_must_exist():
     def adapter_start(config: TrainConfig) -> dict[str, torch.Tensor]:
         base = models.load(models.DEFAULT_MODEL).model
-        peft_model = train._apply_adapters(base, config)
+        peft_model = training._apply_adapters(base, config)
         return {k: v.clone() for k, v in peft_model.state_dict().items() if "lora_A" in k}
 
     first, again = (adapter_start(TrainConfig(mode="lora", seed=3)) for _ in range(2))
@@ -535,26 +538,26 @@ def test_lora_adapters_start_from_the_seed_and_targets_must_exist():
     other = adapter_start(TrainConfig(mode="lora", seed=4))
     assert not all(torch.equal(first[k], other[k]) for k in first)
     typo = TrainConfig(mode="lora", lora_targets=("q_proj", "v_prj"))
-    with pytest.raises(train.TrainingError, match=r"\['v_prj'\] do not exist .*'v_proj'"):
-        train._apply_adapters(models.load(models.DEFAULT_MODEL).model, typo)
+    with pytest.raises(runs.TrainingError, match=r"\['v_prj'\] do not exist .*'v_proj'"):
+        training._apply_adapters(models.load(models.DEFAULT_MODEL).model, typo)
 
 
 def test_fp16_on_a_cpu_is_refused_not_recorded_and_ignored():
     if torch.cuda.is_available():
         pytest.skip("fp16 trains here")
-    with pytest.raises(train.TrainingError, match="fp16 needs a CUDA GPU"):
-        train.check_hardware(TrainConfig(fp16=True))
-    train.check_hardware(TrainConfig(bf16=True))  # CPU autocast: allowed
+    with pytest.raises(runs.TrainingError, match="fp16 needs a CUDA GPU"):
+        training.check_hardware(TrainConfig(fp16=True))
+    training.check_hardware(TrainConfig(bf16=True))  # CPU autocast: allowed
 
 
 def test_tokens_per_second_of_a_validation_log_leaves_the_validation_out(caplog):
     from types import SimpleNamespace
 
-    progress = train.ProgressLog()
+    progress = training.ProgressLog()
     state = SimpleNamespace(num_input_tokens_seen=1000, global_step=10, max_steps=20)
     progress.on_train_begin(None, SimpleNamespace(num_input_tokens_seen=0), None)
     progress.started -= 10.0  # 10 s since training began, 5 s of them the validation pass
-    with caplog.at_level("INFO", logger="linklm.train"):
+    with caplog.at_level("INFO", logger="linklm.model.training"):
         progress.on_log(None, state, None, logs={"eval_loss": 1.0, "eval_runtime": 5.0})
     (message,) = [r.getMessage() for r in caplog.records]
     rate = float(message.rsplit(", ", 1)[1].split()[0].replace(",", ""))

@@ -5,9 +5,9 @@ import json
 import polars as pl
 import pytest
 
-from linklm import dataset, validate
+from linklm.data import dataset, validate
+from linklm.data.export import to_seed_csv_frame
 from linklm.errors import DatasetError, SchemaError, ValidationFailed
-from linklm.export import to_seed_csv_frame
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Metrics of one system's predictions on a split: the same code scores models and baselines.
 
-A system's predictions are a polars frame (see ``linklm.predictions``): per row the truth,
+A system's predictions are a polars frame (see ``linklm.evaluation.predictions``): per row the truth,
 the predicted channel and throughput (null where the system gave no usable answer) and,
 where the system can rank, the available channels best first. An unanswered row counts as
 wrong for accuracy and is left out of the error metrics, which report how many rows they

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from linklm import physics
+from linklm.data import physics
 
 _LISTS = ("available_channels_mhz", "spectral_scan_dbm")
 

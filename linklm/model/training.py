@@ -11,133 +11,41 @@ resolved config, the dataset's SHA256, library and git versions, and the loss hi
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from pydantic import ValidationError
 from transformers import Trainer, TrainerCallback, TrainerState, TrainingArguments
-from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 import linklm
-from linklm import atomic, augment, dataset, examples, models
+from linklm import atomic
 from linklm.config import TrainConfig
-from linklm.errors import LinkLMError, first_line
+from linklm.data import augment, dataset
+from linklm.model import examples, models
+from linklm.model.runs import (
+    CHECKPOINTS,
+    CONFIG_FILE,
+    DATASET_KEY,
+    HISTORY_FILE,
+    RUN_FILE,
+    TRAINER_STATE,
+    TrainingError,
+    check_run_dir,
+    last_checkpoint,
+    resumed,
+    run_dir_of,
+    run_lock,
+)
 
 log = logging.getLogger(__name__)
-
-CHECKPOINTS = "checkpoints"
-RUN_FILE = "run.json"
-HISTORY_FILE = "history.json"
-CONFIG_FILE = "train_config.json"
-DATASET_KEY = "dataset_sha256"  # in CONFIG_FILE beside the settings: the data trained on
-# what a checkpoint needs to continue exactly: weights beside these (the Trainer skips the
-# optimizer when scheduler.pt is missing and the RNG state when rng_state.pth is)
-CHECKPOINT_STATE = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
-# what a checkpoint's weights are made of: a resume cannot change them
-FIXED_ON_RESUME = ("model", "mode", "target", "lora_r", "lora_alpha", "lora_targets")
-
-
-def run_weights(run_dir: Path, adapter: bool = False) -> Path | None:
-    """The weights folder of a finished run: model/ (full or merged weights), else adapter/
-    (QLoRA runs made before QLoRA had a merged export saved only that); with ``adapter``,
-    adapter/ only. An upload folder made by publish (run.json beside the weights, as a Hub
-    download has it) is its own weights folder. None when ``run_dir`` is not a finished run
-    or holds no weights, so each caller can say what that means for it."""
-    run_dir = Path(run_dir)
-    if not (run_dir / RUN_FILE).exists():
-        return None
-    for sub in ("adapter",) if adapter else ("model", "adapter"):
-        if (run_dir / sub).is_dir():
-            return run_dir / sub
-    beside = (models.ADAPTER_CONFIG,) if adapter else ("config.json", models.ADAPTER_CONFIG)
-    return run_dir if any((run_dir / name).is_file() for name in beside) else None
-
-
-class TrainingError(LinkLMError):
-    """A training run that cannot start or continue, with what to do about it."""
-
-
-def saved_config(run_dir: Path) -> dict | None:
-    """The settings a run started with (None for a run made before they were saved)."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.exists():
-        return None
-    try:
-        started = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TrainingError(f"{path}: not readable JSON ({exc}); cannot resume this run") from None
-    if not isinstance(started, dict):
-        raise TrainingError(f"{path}: not a JSON object of settings; cannot resume this run")
-    return started
-
-
-def resumed(config: TrainConfig) -> TrainConfig:
-    """For a resume, the settings the run started with, with the ones given again on top.
-
-    Given means set explicitly (pydantic's ``model_fields_set``: a CLI option typed, a
-    keyword passed), so ``TrainConfig(run_name="x", resume=True)`` continues run x as it
-    started, from Python as from the CLI. Settings the checkpoint's weights are made of
-    (``FIXED_ON_RESUME``) cannot change: that is a new run, refused before anything loads."""
-    if not config.resume:
-        return config
-    run_dir = run_dir_of(config)
-    path = run_dir / CONFIG_FILE
-    started = saved_config(run_dir)
-    if started is None:
-        if _checkpoints(run_dir):
-            raise TrainingError(
-                f"{path} is missing: the settings its checkpoints were trained with are unknown, "
-                "so the run cannot continue as it started; restore the file, or train a new "
-                "run_name"
-            )
-        return config
-    trained_on = started.pop(DATASET_KEY, None)
-    try:
-        before = TrainConfig(**started)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(map(str, error["loc"])) or "settings"
-        raise TrainingError(
-            f"{path}: {where}: {error['msg']} (saved by another version?); cannot resume this run"
-        ) from None
-    given = config.model_dump(include=config.model_fields_set)
-    after = TrainConfig(**(before.model_dump() | given | {"resume": True}))
-    changed = [
-        f"{name} {getattr(before, name)!r} -> {getattr(after, name)!r}"
-        for name in FIXED_ON_RESUME
-        if getattr(before, name) != getattr(after, name)
-    ]
-    if changed:
-        raise TrainingError(
-            f"{run_dir}: a resume keeps the settings its checkpoints were trained "
-            f"with ({', '.join(changed)}); train a new run_name for that"
-        )
-    now = dataset.read_manifest(after.data_dir)["dataset_sha256"]
-    if trained_on is not None and now != trained_on:
-        raise TrainingError(
-            f"{after.data_dir}: dataset {now[:12]}... is not the one run {run_dir.name} trained on "
-            f"({trained_on[:12]}...); a resume continues on the same data: give that dataset's "
-            "data_dir, or train a new run_name"
-        )
-    return after
-
-
-def _checkpoints(run_dir: Path) -> list[Path]:
-    return list((run_dir / CHECKPOINTS).glob("checkpoint-*"))
 
 
 def check_qlora_possible() -> None:
@@ -163,90 +71,6 @@ def check_hardware(config: TrainConfig) -> None:
             "fp16 needs a CUDA GPU and this machine has none (on the CPU the Trainer would "
             "train in float32); use bf16 or neither here"
         )
-
-
-def run_dir_of(config: TrainConfig) -> Path:
-    name = (
-        config.run_name
-        or f"{Path(config.model).name}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    return config.out_dir / name
-
-
-def _checkpoint_step(path: Path) -> int:
-    try:
-        return int(path.name.split("-")[-1])
-    except ValueError:
-        return -1
-
-
-def _unfinished_saves(folder: Path) -> list[Path]:
-    """Checkpoints a kill cut short: the Trainer writes trainer_state.json last."""
-    return [c for c in folder.glob("checkpoint-*") if not (c / TRAINER_STATE_NAME).exists()]
-
-
-def _require_started(run_dir: Path) -> None:
-    if not (run_dir / CONFIG_FILE).exists() and not (run_dir / CHECKPOINTS).exists():
-        raise TrainingError(
-            f"{run_dir}: no run started there, nothing to resume; train without resume"
-        )
-
-
-def last_checkpoint(run_dir: Path) -> Path | None:
-    """Where a resume starts: the newest finished checkpoint, checked whole, or None.
-
-    A run killed mid-save leaves a checkpoint without trainer_state.json (written last);
-    it holds nothing a resume can use, so it is removed and the one before is used. A run
-    killed before its first save resumes from step 0. A finished checkpoint that does not
-    read back (truncated weights, bad JSON) is damage, not an interruption: a clear error.
-    """
-    folder = run_dir / CHECKPOINTS
-    _require_started(run_dir)
-    for unfinished in _unfinished_saves(folder) if folder.exists() else []:
-        log.warning("%s: unfinished save of an interrupted run, removed", unfinished)
-        shutil.rmtree(unfinished)
-    found = sorted(folder.glob("checkpoint-*"), key=_checkpoint_step) if folder.exists() else []
-    if not found:
-        log.warning("%s: no finished checkpoint yet, resuming from step 0", run_dir)
-        return None
-    latest = found[-1]
-    weights = [
-        latest / n
-        for n in ("model.safetensors", "adapter_model.safetensors")
-        if (latest / n).exists()
-    ]
-    missing = [name for name in CHECKPOINT_STATE if not (latest / name).exists()]
-    if not weights:
-        missing.append("model.safetensors")
-    if not missing:
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(weights[0]), framework="pt") as fh:
-                list(fh.keys())
-            json.loads((latest / TRAINER_STATE_NAME).read_text())
-            for name in CHECKPOINT_STATE:
-                _check_zip(latest / name)
-        except Exception as exc:  # noqa: BLE001  (any unreadable file means the same fix)
-            missing.append(f"readable weights/state ({type(exc).__name__}: {first_line(exc)})")
-    if missing:
-        raise TrainingError(
-            f"{latest}: incomplete checkpoint (missing {', '.join(missing)}); delete it to resume "
-            "from the one before, or train without resume"
-        )
-    return latest
-
-
-def _check_zip(path: Path) -> None:
-    """torch.save writes a zip archive: every member's CRC is checked (a cut-short file has
-    no central directory at all). Raises zipfile.BadZipFile naming the file."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except zipfile.BadZipFile as exc:
-        raise zipfile.BadZipFile(f"{path.name}: {exc}") from None
-    if bad is not None:
-        raise zipfile.BadZipFile(f"{path.name}: {bad} does not match its checksum")
 
 
 class AnswerLossTrainer(Trainer):
@@ -668,9 +492,6 @@ def save_run(
         },
     }
     atomic.write_json(run_dir / RUN_FILE, summary)
-    from linklm import card  # the card reads run.json back, so it imports this module
-
-    card.write_card(run_dir)
     return summary
 
 
@@ -700,7 +521,7 @@ def _restore_finished(trainer: AnswerLossTrainer, checkpoint: Path) -> bool:
     """A run killed while saving its result has a checkpoint at its last step: load it and
     train nothing (the Trainer, resumed there, would take one step past the end and save
     it as another checkpoint). False when steps are left to train."""
-    state = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_NAME))
+    state = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE))
     steps = trainer.set_initial_training_values(trainer.args, trainer.get_train_dataloader())[-1]
     if state.global_step < steps:
         return False
@@ -711,46 +532,6 @@ def _restore_finished(trainer: AnswerLossTrainer, checkpoint: Path) -> bool:
     trainer.state = state
     trainer.progress.tokens_at_start = state.num_input_tokens_seen or 0
     return True
-
-
-@contextlib.contextmanager
-def run_lock(config: TrainConfig) -> Iterator[Path]:
-    """Hold the run folder while training into it: a second run of the same name fails."""
-    run_dir = run_dir_of(config)
-    held = atomic.claim_folder(
-        run_dir,
-        lambda lock_file: TrainingError(
-            f"{run_dir}: another run is training into this folder (lock {lock_file}); "
-            "wait for it or choose another run_name"
-        ),
-    )
-    try:
-        yield run_dir
-    finally:
-        held.release()
-
-
-def check_run_dir(config: TrainConfig) -> Path:
-    """Refuse to overwrite a finished run (a resume too); check the checkpoint before loading
-    anything. Under the run's lock: a run training there now is named at once, and its
-    checkpoint being written is not taken for the unfinished save of a killed run."""
-    run_dir = run_dir_of(config)
-    if config.dry_run:
-        return run_dir
-    if (run_dir / RUN_FILE).exists():
-        what = "nothing to resume" if config.resume else "choose another run_name"
-        raise TrainingError(f"{run_dir}: a finished run is already there; {what}")
-    if config.resume:
-        _require_started(run_dir)  # before the lock would make the folder
-    with run_lock(config):
-        if config.resume:
-            last_checkpoint(run_dir)
-        elif (run_dir / CONFIG_FILE).exists() or _checkpoints(run_dir):
-            raise TrainingError(
-                f"{run_dir}: an interrupted run is there (its settings or checkpoints); resume "
-                "continues it, or choose another run_name"
-            )
-    return run_dir
 
 
 def train(config: TrainConfig, token: str | None = None, callbacks=()) -> dict:

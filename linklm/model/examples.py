@@ -17,10 +17,11 @@ import torch
 from datasets import Dataset
 from pydantic import ValidationError
 
-from linklm import atomic, dataset, shards, validate
+from linklm import atomic
 from linklm.config import SplitConfig
+from linklm.data import dataset, shards, validate
 from linklm.errors import DatasetError
-from linklm.formats import PromptFormat
+from linklm.model.formats import PromptFormat
 
 log = logging.getLogger(__name__)
 

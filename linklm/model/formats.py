@@ -16,8 +16,9 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from linklm import numtok, prompts
 from linklm.config import Target
+from linklm.data import prompts
+from linklm.model import numtok
 
 FILE = "linklm_prompt.json"
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from linklm import atomic, summaries
+from linklm import atomic
 from linklm.errors import LinkLMError, first_line
-from linklm.train import RUN_FILE
+from linklm.evaluation import summaries
+from linklm.model.runs import RUN_FILE
 
 CARD_FILE = "README.md"
 TAGS = (
@@ -167,7 +168,7 @@ def render(run_dir: Path, adapter: bool = False) -> str:
         "## How to use\n",
         "```bash\npython -m flows.predict --model <this folder> --input links.csv "
         "--output predictions.csv\n```\n",
-        "```python\nfrom linklm.predict import Predictor\n\n"
+        "```python\nfrom linklm.serving.predict import Predictor\n\n"
         'answer = Predictor("<this folder>").predict_one(link)  # a dict of DATA_SPEC inputs\n```\n',
         "## Intended use and limits\n",
         "- Trained on **synthetic** links drawn from linklm's DATA_SPEC.md: free-space path "

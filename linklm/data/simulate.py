@@ -22,8 +22,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from linklm import physics, schema
+from linklm import schema
 from linklm.config import GenerationConfig
+from linklm.data import physics
 
 # The joint table of the stratifiable draws: (environment, density, obstructed, weather,
 # bandwidth) with its natural probability.

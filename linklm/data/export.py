@@ -13,8 +13,9 @@ from pathlib import Path
 
 import polars as pl
 
-from linklm import atomic, dataset, schema
-from linklm.prompts import joined_pairs
+from linklm import atomic, schema
+from linklm.data import dataset
+from linklm.data.prompts import joined_pairs
 
 EXPORT_DIR = "export"
 CSV_NAME = "links.csv"

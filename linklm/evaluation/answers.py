@@ -13,10 +13,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from linklm import examples
+from linklm.data.prompts import AnswerError
 from linklm.errors import LinkLMError
-from linklm.formats import PromptFormat
-from linklm.prompts import AnswerError
+from linklm.model import examples
+from linklm.model.formats import PromptFormat
 
 
 class ScoreError(LinkLMError):

@@ -13,10 +13,12 @@ import json
 import shutil
 from pathlib import Path
 
-from linklm import atomic, card, models
+from linklm import atomic
 from linklm.errors import LinkLMError
-from linklm.models import ADAPTER_CONFIG
-from linklm.train import RUN_FILE, run_weights
+from linklm.evaluation import card
+from linklm.model import models
+from linklm.model.models import ADAPTER_CONFIG
+from linklm.model.runs import RUN_FILE, run_weights
 
 PUBLISH_DIR = "publish"
 

@@ -27,6 +27,7 @@ from filelock import FileLock, Timeout
 from linklm import atomic
 from linklm.config import LOWER_IS_BETTER
 from linklm.errors import LinkLMError
+from linklm.model.runs import RUN_FILE
 
 DEFAULT_PATH = Path("runs/registry/registry.json")
 FORMAT_VERSION = 1
@@ -186,7 +187,6 @@ def champion_run_dir(path: Path = DEFAULT_PATH) -> Path:
             f"{path}: the champion {record['id']} lives in {run_dir}, which is not on this "
             f"machine{copy}"
         )
-    from linklm.models import RUN_FILE  # not at the top: models loads torch
 
     if not (run_dir / RUN_FILE).is_file():
         raise RegistryError(

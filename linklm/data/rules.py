@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from linklm import numtok, physics, reader, schema
+from linklm import schema
+from linklm.data import physics, reader
 
 TOL = 0.051  # stored inputs are rounded to 0.1; allow that rounding in range checks
 LABEL_TOL = {
@@ -178,8 +179,8 @@ def row_checks() -> list[Check]:
             "spectral_scan_dbm",
             "table",
             (pl.col("spectral_scan_dbm").list.max() - pl.col("noise_floor_dbm"))
-            <= numtok.LEVEL_MAX / 10 + TOL,
-            f"a reading is more than {numtok.LEVEL_MAX / 10} dB above noise_floor_dbm: beyond "
+            <= schema.SCAN_READABLE_OFFSET_DB + TOL,
+            f"a reading is more than {schema.SCAN_READABLE_OFFSET_DB} dB above noise_floor_dbm: beyond "
             "the generator's readings, and the default model's prompt clips it there",
             "warning",
         ),

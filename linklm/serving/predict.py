@@ -24,10 +24,13 @@ import fsspec
 import numpy as np
 import polars as pl
 
-from linklm import answers, baselines, models, reader, rules, schema
+from linklm import schema
+from linklm.data import reader, rules
 from linklm.errors import LinkLMError, SchemaError, first_line
-from linklm.predict_io import check_protocol, local_path
-from linklm.train import RUN_FILE, run_weights
+from linklm.evaluation import answers, baselines
+from linklm.model import models
+from linklm.model.runs import RUN_FILE, run_weights
+from linklm.serving.predict_io import check_protocol, local_path
 
 Fallback = Literal["none", "heuristic", "ranked"]
 TOP_K = 3
@@ -45,7 +48,7 @@ class PredictError(LinkLMError):
 def model_folder(name: str, registry_path: Path | None = None) -> str:
     """What ``models.load`` takes for a run folder, a model folder, a name or 'champion'."""
     if name == CHAMPION:
-        from linklm import registry
+        from linklm.serving import registry
 
         run_dir = registry.champion_run_dir(registry_path or registry.DEFAULT_PATH)
     else:
@@ -377,7 +380,7 @@ class Predictor:
         """A file, fsspec URL or '-' (stdin), in CSV, JSON, JSON lines or Parquet; or a
         dataset folder of the data flow, whose ``split`` rows are scored (labels ignored)."""
         if Path(source).is_dir():
-            from linklm import examples
+            from linklm.model import examples
 
             if not (Path(source) / "manifest.json").exists():
                 raise SchemaError(f"{source}: a folder, but not a dataset (no manifest.json)")

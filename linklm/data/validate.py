@@ -17,7 +17,8 @@ from pathlib import Path
 
 import polars as pl
 
-from linklm import atomic, dataset, reader, rules, schema
+from linklm import atomic, schema
+from linklm.data import dataset, reader, rules
 from linklm.errors import ValidationFailed
 
 REPORT_DIR = "validation"
@@ -148,7 +149,7 @@ def validate_path(path: str | Path, report_dir: str | Path | None = None) -> Val
 
 def _as_text(original: pl.DataFrame) -> pl.DataFrame:
     """A batch's rows as the CSV's text cells (a CSV's own text as it is)."""
-    from linklm.export import to_seed_csv_frame
+    from linklm.data.export import to_seed_csv_frame
 
     if all(dtype == pl.String for dtype in original.dtypes):
         return original

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from linklm import atomic
-from linklm.metrics import SLICE_COLUMNS
+from linklm.evaluation.metrics import SLICE_COLUMNS
 
 FILE_PARQUET = "predictions.parquet"
 FILE_CSV = "predictions.csv"

@@ -1,10 +1,10 @@
 """Altair charts of evaluation results, built from plain Python data (no I/O).
 
-Every builder takes the dicts and frames that ``linklm.metrics`` and the flows already
+Every builder takes the dicts and frames that ``linklm.evaluation.metrics`` and the flows already
 produce, so a report can be rebuilt from saved JSON without the model. Accuracies arrive as
 fractions and are drawn in percent; each chart copies its values into fixed field names
 (``value``, ``label`` ...) so metric names with dots or spaces never need Vega escaping.
-Rendering and writing files is ``linklm.report``'s job.
+Rendering and writing files is ``linklm.evaluation.report``'s job.
 """
 
 from __future__ import annotations

@@ -25,14 +25,14 @@ import numpy as np
 import polars as pl
 
 from linklm import schema
-from linklm.prompts import AnswerError
+from linklm.data.prompts import AnswerError
 
 NAME = "numtok-v1"
 SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>")
 ROLES = ("user", "model")
 FIELDS = ("env", "dens", "wx", "obs", "bw", "tx", "nf", "dist", "fres", "scan")
 
-LEVEL_MAX = 255  # 25.5 dB above the noise floor
+LEVEL_MAX = round(schema.SCAN_READABLE_OFFSET_DB * 10)  # 255: 25.5 dB above the noise floor
 TX_RANGE = (100, 300)  # tenths of dBm
 FLOOR_RANGE = (-1150, -820)  # tenths of dBm
 DIST_MAX = 300  # hundreds of metres

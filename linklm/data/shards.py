@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from linklm import atomic, dataset, prompts
+from linklm import atomic
 from linklm.config import PromptConfig, SplitConfig
+from linklm.data import dataset, prompts
 
 SPLITS = ("train", "validation", "test")
 SHARD_DIR = "shards"

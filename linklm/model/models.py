@@ -29,11 +29,12 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from linklm import numtok
 from linklm.atomic import atomic_dir, sha256_file
 from linklm.errors import LinkLMError, first_line
-from linklm.formats import FILE as PROMPT_FILE
-from linklm.formats import PromptFormat
+from linklm.model import numtok
+from linklm.model.formats import FILE as PROMPT_FILE
+from linklm.model.formats import PromptFormat
+from linklm.model.runs import ADAPTER_CONFIG, RUN_FILE
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ def resolve(name_or_path: str) -> str:
         check_folder(folder)
         return str(folder)
     if name_or_path == GEMMA_GGUF:
-        from linklm.gemma_gguf import prepare_gemma_gguf
+        from linklm.model.gemma import prepare_gemma_gguf
 
         folder = home() / "models" / "gemma-3-270m-from-gguf"
         if not (folder / "config.json").exists():
@@ -236,10 +237,8 @@ def _check_hub_id(name: str) -> None:
 
 # --- checking a model folder --------------------------------------------------------------
 
-RUN_FILE = "run.json"  # linklm.train.RUN_FILE (train imports this module, not the reverse)
 WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "pytorch_model.bin")
 SHARD_INDEX = "model.safetensors.index.json"
-ADAPTER_CONFIG = "adapter_config.json"  # peft's settings: the folder holds an adapter
 JSON_FILES = (
     "config.json",
     ADAPTER_CONFIG,
@@ -414,7 +413,7 @@ class LoadedModel:
 def load_tokenizer(source: str, token: str | None = None):
     tokenizer = AutoTokenizer.from_pretrained(source, token=token)
     if tokenizer.chat_template is None:
-        from linklm.gemma_gguf import GEMMA3_CHAT_TEMPLATE
+        from linklm.model.gemma import GEMMA3_CHAT_TEMPLATE
 
         tokenizer.chat_template = GEMMA3_CHAT_TEMPLATE
     if tokenizer.pad_token is None:

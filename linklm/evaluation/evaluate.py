@@ -16,20 +16,13 @@ from pathlib import Path
 
 import polars as pl
 
-from linklm import (
-    answers,
-    atomic,
-    baselines,
-    card,
-    dataset,
-    examples,
-    metrics,
-    models,
-    predictions,
-)
+from linklm import atomic
 from linklm.config import EvalConfig
+from linklm.data import dataset
 from linklm.errors import LinkLMError
-from linklm.train import RUN_FILE, run_weights
+from linklm.evaluation import answers, baselines, card, metrics, predictions
+from linklm.model import examples, models
+from linklm.model.runs import RUN_FILE, run_weights
 
 log = logging.getLogger(__name__)
 

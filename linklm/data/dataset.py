@@ -25,8 +25,9 @@ import pyarrow.parquet as pq
 from filelock import FileLock
 
 import linklm
-from linklm import allocator, atomic, schema, simulate
+from linklm import atomic, schema
 from linklm.config import GenerationConfig
+from linklm.data import allocator, simulate
 from linklm.errors import DatasetError
 
 MANIFEST = "manifest.json"

@@ -24,7 +24,7 @@ def fmt(value, kind: str = "num") -> str:
 def metric_text(metric: str, value) -> str:
     """A metric as the reports show it: a share in percent, an error in its unit, '—' when
     missing (so a command line and its report read alike)."""
-    from linklm.charts import metric_info  # altair: loaded only where a metric is shown
+    from linklm.evaluation.charts import metric_info  # altair: loaded only where a metric is shown
 
     return fmt(value, "pct" if metric_info(metric).factor == 100.0 else "num")
 

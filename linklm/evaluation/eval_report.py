@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from linklm import charts, predictions, report, summaries
-from linklm.train import HISTORY_FILE
+from linklm.evaluation import charts, predictions, report, summaries
+from linklm.model.runs import HISTORY_FILE
 
 REPORT_DIR = "report"
 

@@ -14,7 +14,9 @@ import numpy as np
 import polars as pl
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-from linklm import physics, predictions, schema
+from linklm import schema
+from linklm.data import physics
+from linklm.evaluation import predictions
 
 ORACLE = "physics oracle"
 
