@@ -213,13 +213,14 @@ def main() -> None:
     if stage_s > 0:  # stage 1: the channel alone, saved, then the full answer from there
         first = config.model_copy(update={"target": "channel", "run_name": "stage1"})
         trainer, prepared, first_s = _train_for(first, stage_s, work)
-        training.save_run(first, prepared, trainer, work / "stage1", first_s)
+        training.save_run(first, prepared, trainer, first_s)  # into work/stage1
         config = config.model_copy(update={"model": str(work / "stage1" / "model")})
     trainer, prepared, train_s = _train_for(config, args.budget_s - stage_s, work, args.max_steps)
     seconds = time.perf_counter() - started
     tokens = trainer.state.num_input_tokens_seen
     if args.keep:
-        training.save_run(config, prepared, trainer, args.keep, train_s)
+        kept = config.model_copy(update={"out_dir": args.keep.parent, "run_name": args.keep.name})
+        training.save_run(kept, prepared, trainer, train_s)
 
     test = examples.split_rows(data_dir, "test", args.test_rows)
     train_rows = examples.split_rows(data_dir, "train", args.train_rows)

@@ -9,19 +9,13 @@ from flows.evaluate import evaluate_flow
 from flows.train import train_flow
 from linklm.config import DataFlowConfig, EvalConfig, ExperimentBase, GenerationConfig, TrainConfig
 from linklm.data import dataset
-from linklm.errors import LinkLMError, first_line
-from linklm.evaluation import evaluate
+from linklm.errors import LinkLMError
+from linklm.evaluation import evaluate, experiments
 from linklm.serving import storage
 
 
 class ExperimentError(LinkLMError):
     """No trial of a sweep or learning curve trained and evaluated."""
-
-
-def failures_markdown(rows: list[dict], label: str) -> str:
-    """The report's list of failed trials (``label``: the key that names a row), or ''."""
-    failed = [f"- {r[label]}: failed: {r['error']}" for r in rows if r.get("error")]
-    return "\n## Failed trials\n\n" + "\n".join(failed) + "\n" if failed else ""
 
 
 def attempt(train_config: TrainConfig, config: ExperimentBase) -> tuple[dict, dict | None]:
@@ -30,14 +24,7 @@ def attempt(train_config: TrainConfig, config: ExperimentBase) -> tuple[dict, di
     try:
         return train_and_evaluate(train_config, config)
     except Exception as exc:  # noqa: BLE001 (any failure of the trial's subflows)
-        return failed_trial(exc), None
-
-
-def failed_trial(exc: BaseException) -> dict:
-    """The row of a trial that failed: no figures, and the first line of why (its training
-    or evaluation subflow raised; the experiment goes on with the next trial)."""
-    figures = ("run_dir", "train_rows", "steps", "train_seconds", "final_eval_loss", "report")
-    return dict.fromkeys(figures) | evaluate.headline_of({}) | {"error": first_line(exc)}
+        return experiments.failed_trial(exc), None
 
 
 def ensure_data(config: ExperimentBase) -> Path:

@@ -17,11 +17,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
-from flows.experiments import ExperimentError, attempt, ensure_data, failures_markdown
+from flows.experiments import ExperimentError, attempt, ensure_data
 from linklm import atomic
 from linklm.config import LearningCurveConfig, TrainConfig
 from linklm.data import dataset
-from linklm.evaluation import charts, evaluate, report, summaries
+from linklm.evaluation import charts, evaluate, experiments, report
 from linklm.model import models
 from tasks import storage as t_storage
 
@@ -46,32 +46,6 @@ def train_config(config: LearningCurveConfig, size: int, stamp: str) -> TrainCon
     )
 
 
-def _figures(point: dict) -> str:
-    """A point's headline as its report shows it (percent, Mbps)."""
-    top1, mae = (summaries.metric_text(m, point[m]) for m in ("top1", "throughput_mae"))
-    return f"top-1 {top1}, throughput MAE {mae}"
-
-
-def markdown(
-    config: LearningCurveConfig, points: list[dict], references: list[dict], test_rows: int
-) -> str:
-    """The report's text; ``test_rows``: how many rows each point was evaluated on (fewer
-    than ``config.eval_rows`` when the test split is smaller)."""
-    rows = [[summaries.fmt(p["train_rows"], "int"), *summaries.trial_cells(p)] for p in points]
-    refs = [
-        [r["system"], summaries.fmt(r["top1"], "pct"), summaries.fmt(r["throughput_mae"])]
-        for r in references
-    ]
-    return (
-        f"# Learning curve: {config.model} ({config.mode}), {config.epochs:g} epochs per size\n\n"
-        f"Every point is evaluated on the same {test_rows:,} test rows.\n\n"
-        + summaries.table(["train rows", *summaries.TRIAL_HEADER], rows)
-        + "\n## Reference lines\n\n"
-        + summaries.table(["system", "channel top-1", "throughput MAE"], refs)
-        + failures_markdown(points, "train_rows")
-    )
-
-
 @flow(name="learning-curve")
 def learning_curve_flow(config: LearningCurveConfig = LearningCurveConfig()) -> dict:  # noqa: B008
     """Train and evaluate per size; one table and one chart across sizes."""
@@ -86,7 +60,7 @@ def learning_curve_flow(config: LearningCurveConfig = LearningCurveConfig()) -> 
             row["train_rows"] = size
             logger.error("%d rows failed: %s", size, row["error"])
         points.append({"error": None} | row | {"system": evaluate.MODEL})
-        logger.info("%d rows: %s", size, _figures(row))
+        logger.info("%d rows: %s", size, experiments.figures_text(row))
         if row["train_rows"] < size:
             logger.warning(
                 "only %d training rows exist; larger sizes repeat them", row["train_rows"]
@@ -94,7 +68,7 @@ def learning_curve_flow(config: LearningCurveConfig = LearningCurveConfig()) -> 
     if result is None:
         raise ExperimentError(f"every point failed; the first: {points[0]['error']}")
     refs = evaluate.references(result)
-    text = markdown(config, points, refs, result["rows"])
+    text = experiments.learning_curve_markdown(config, points, refs, result["rows"])
     paths = report.write_report(
         config.out_dir / "report",
         "Learning curve",
@@ -136,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = learning_curve_flow(config)
     for p in summary["points"]:
         failed = f" (failed: {p['error']})" if p["error"] else ""
-        print(f"{p['train_rows']:>8} rows: {_figures(p)}{failed}")
+        print(f"{p['train_rows']:>8} rows: {experiments.figures_text(p)}{failed}")
     print(f"report: {summary['report']['html']}")
     return 1 if any(p["error"] for p in summary["points"]) else 0
 

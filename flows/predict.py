@@ -1,8 +1,8 @@
 """The predict flow: a trained model answers every link of a file (batch scoring).
 
-    python -m flows.predict --model runs/demo/train/demo-... --input links.csv --output answers.csv
+    python -m flows.predict --model runs/demo/train/demo-... --input links.csv --output runs/answers/links.csv
     python -m flows.predict --model runs/demo/train/demo-... --input runs/demo/data --split test
-    python -m flows.predict --model champion --input s3://bucket/links.jsonl --output answers.parquet
+    python -m flows.predict --model champion --input s3://bucket/links.jsonl --output runs/answers/links.parquet
     echo '{"link_distance_m": 1200, ...}' | python -m flows.predict --model RUN_DIR --input -
 
 Inputs need DATA_SPEC.md's input columns; scenario_id, the labels and rssi_dbm/snr_db are
@@ -30,31 +30,6 @@ from tasks import predict as t
 from tasks import secrets
 
 
-def summarise(prediction: predict.Prediction, output: str) -> dict:
-    rows = prediction.rows
-    return {
-        "output": output,
-        "answered": rows.height,
-        "from_model": int((rows["source"] == "model").sum()),
-        "from_fallback": int(rows["source"].is_in(["heuristic", "ranked"]).sum()),
-        "unusable": int((rows["source"] == "none").sum()),
-        "skipped": prediction.skipped_rows,
-        "skipped_ids": prediction.skipped_ids()[:1000],
-        "failed": prediction.failed,
-    }
-
-
-def _markdown(config: PredictConfig, summary: dict) -> str:
-    rows = [
-        (k.replace("_", " "), summary[k])
-        for k in ("answered", "from_model", "from_fallback", "unusable", "skipped")
-    ]
-    return (
-        f"# Predictions of {config.model}\n\n`{config.input}` -> `{summary['output']}`\n\n"
-        + summaries.table(["rows", "count"], rows)
-    )
-
-
 @flow(name="predict")
 def predict_flow(config: PredictConfig = PredictConfig()) -> dict:  # noqa: B008 (UI form default)
     """Load the model once, answer every valid row, write the answers, report the rest."""
@@ -62,7 +37,7 @@ def predict_flow(config: PredictConfig = PredictConfig()) -> dict:  # noqa: B008
     predictor = t.load(config, secrets.hf_token())
     prediction = t.answer(predictor, config.input, config.split)
     output = t.write(prediction, config.output)
-    summary = summarise(prediction, output)
+    summary = prediction.summary(output)
     for problem in prediction.problems.head(20).to_dicts():
         logger.warning(
             "skipped scenario_id %s: %s: %s",
@@ -70,7 +45,10 @@ def predict_flow(config: PredictConfig = PredictConfig()) -> dict:  # noqa: B008
             problem["column"],
             problem["message"],
         )
-    create_markdown_artifact(key="predict-summary", markdown=_markdown(config, summary))
+    create_markdown_artifact(
+        key="predict-summary",
+        markdown=summaries.prediction_markdown(config.model, config.input, summary),
+    )
     if prediction.problems.height:
         create_table_artifact(
             key="predict-skipped-rows",

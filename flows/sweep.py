@@ -19,20 +19,15 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, fail, options_given, run_cli
-from flows.experiments import ExperimentError, attempt, ensure_data, failures_markdown
+from flows.experiments import ExperimentError, attempt, ensure_data
 from linklm import atomic
-from linklm.config import LOWER_IS_BETTER, SweepConfig, TrainConfig
+from linklm.config import SweepConfig, TrainConfig
 from linklm.data import dataset
-from linklm.evaluation import charts, evaluate, report, summaries
+from linklm.evaluation import charts, evaluate, experiments, report, summaries
 from linklm.model import models
-from linklm.serving import registry
 from tasks import storage as t_storage
 
 RESULT_FILE = "sweep.json"
-
-
-def trial_name(trial: dict) -> str:
-    return ",".join(f"{k}={v}" for k, v in trial.items()) or "defaults"
 
 
 def train_config(config: SweepConfig, index: int, trial: dict, stamp: str) -> TrainConfig:
@@ -53,30 +48,6 @@ def train_config(config: SweepConfig, index: int, trial: dict, stamp: str) -> Tr
     return TrainConfig(**(settings | trial))
 
 
-def ranked(results: list[dict], metric: str) -> list[dict]:
-    """Best first; trials without the metric last. An error metric (throughput MAE) is over
-    the rows a trial answered, so trials that answered more rows rank first."""
-    sign = 1 if metric in LOWER_IS_BETTER else -1
-
-    def key(r: dict) -> tuple:
-        share = (registry.coverage(metric, r) or 0.0) if metric in LOWER_IS_BETTER else 0.0
-        return (r.get(metric) is None, -share, sign * (r.get(metric) or 0), r["name"])
-
-    return sorted(results, key=key)
-
-
-def markdown(config: SweepConfig, results: list[dict], test_rows: int) -> str:
-    """The report's text; ``test_rows``: how many rows each trial was evaluated on (fewer
-    than ``config.eval_rows`` when the test split is smaller)."""
-    rows = [[i + 1, r["name"], *summaries.trial_cells(r)] for i, r in enumerate(results)]
-    return (
-        f"# Sweep: {len(results)} trials of {config.model}, ranked by {config.metric}\n\n"
-        f"Every trial is evaluated on the same {test_rows:,} test rows.\n\n"
-        + summaries.table(["rank", "trial", *summaries.TRIAL_HEADER], rows)
-        + failures_markdown(results, "name")
-    )
-
-
 @flow(name="sweep")
 def sweep_flow(config: SweepConfig = SweepConfig()) -> dict:  # noqa: B008 (UI form default)
     """Train and evaluate every trial; the results table is ranked by ``config.metric``."""
@@ -88,17 +59,19 @@ def sweep_flow(config: SweepConfig = SweepConfig()) -> dict:  # noqa: B008 (UI f
         row, evaluated = attempt(train_config(config, index, trial, stamp), config)
         result = evaluated or result  # the baselines' rows are the same for every trial
         if evaluated is None:
-            logger.error("%s failed: %s", trial_name(trial), row["error"])
-        results.append({"name": trial_name(trial), "settings": trial, "error": None} | row)
+            logger.error("%s failed: %s", experiments.trial_name(trial), row["error"])
+        results.append(
+            {"name": experiments.trial_name(trial), "settings": trial, "error": None} | row
+        )
         shown = summaries.metric_text(config.metric, row[config.metric])
-        logger.info("%s: %s = %s", trial_name(trial), config.metric, shown)
+        logger.info("%s: %s = %s", experiments.trial_name(trial), config.metric, shown)
     if result is None:
         raise ExperimentError(f"every trial failed; the first: {results[0]['error']}")
-    results = ranked(results, config.metric)
+    results = experiments.ranked(results, config.metric)
     paths = report.write_report(
         config.out_dir / "report",
         "Sweep",
-        markdown(config, results, result["rows"]),
+        experiments.sweep_markdown(config, results, result["rows"]),
         # no chart when no trial gave a usable answer for the metric (the table says so)
         {"sweep": charts.sweep_bars(results, config.metric, in_given_order=True)}
         if any(r[config.metric] is not None for r in results)

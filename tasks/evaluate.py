@@ -34,7 +34,7 @@ def score_baselines(config: EvalConfig) -> list[dict]:
     systems = evaluate.baseline_systems(config)
     create_table_artifact(
         key="baselines",
-        table=_system_rows(systems),
+        table=summaries.system_rows(systems),
         description=f"baselines and oracle on {config.max_rows or 'all'} {config.split} rows",
     )
     return systems
@@ -52,23 +52,6 @@ def render_report(result: dict) -> dict[str, Path]:
     return eval_report.write_evaluation_report(result)
 
 
-def _system_rows(systems: list[dict]) -> list[dict]:
-    rows = []
-    for s in systems:
-        ch, tp = s.get("channel") or {}, s.get("throughput") or {}
-        rows.append(
-            {
-                "system": s["name"],
-                "channel_top1": ch.get("top1"),
-                "channel_top3": ch.get("top3"),
-                "channel_error_mhz": ch.get("abs_error_mhz"),
-                "throughput_mae": tp.get("mae"),
-                "throughput_rmse": tp.get("rmse"),
-            }
-        )
-    return rows
-
-
 def png_data_url(path: Path) -> str:
     """A PNG as a data: URL, so the artifact shows on a UI that cannot read this disk."""
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
@@ -82,7 +65,7 @@ def publish(result: dict, paths: dict[str, Path], key_prefix: str = "evaluation"
     )
     create_table_artifact(
         key=f"{key_prefix}-systems",
-        table=_system_rows(result["systems"]),
+        table=summaries.system_rows(result["systems"]),
         description="model, baselines and oracle on the same rows",
     )
     create_link_artifact(

@@ -1,6 +1,8 @@
-"""Tasks of the train flow: prepare, train, save. In-process objects pass between them, so
-nothing is cached or persisted (a model is not a cache key); only preparing retries, since
-reading data or a checkpoint can fail transiently and training from scratch again cannot help.
+"""The train flow's steps as Prefect tasks: prepare, dry-run, fit, save (``STEPS``, the same
+sequence ``linklm.model.training.train`` runs). In-process objects pass between them, so
+nothing is cached or persisted (a model is not a cache key); only preparing and saving retry,
+since reading data or writing files can fail transiently and training from scratch again
+cannot help.
 
 ``log_prints`` is off here: ``datasets`` fingerprints through dill, which disassembles
 functions and captures what ``dis`` prints; Prefect's print capture would log that
@@ -8,6 +10,8 @@ disassembly instead (hundreds of lines) and hide it from dill.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -28,13 +32,19 @@ from tasks.retry import only_transient
     retry_delay_seconds=2,
 )
 def prepare(config: TrainConfig, token: str | None) -> training.Prepared:
-    runs.check_run_dir(config)
     return training.prepare(config, token)
 
 
+@task(name="dry-run", cache_policy=NO_CACHE, persist_result=False, log_prints=False)
+def dry_run(config: TrainConfig, prepared: training.Prepared) -> float:
+    return training.dry_run(config, prepared)
+
+
 @task(name="train-model", cache_policy=NO_CACHE, persist_result=False, log_prints=False)
-def fit(config: TrainConfig, prepared: training.Prepared):
-    return training.fit(config, prepared)
+def fit(
+    config: TrainConfig, prepared: training.Prepared, checkpoint: Path | None, callbacks
+) -> tuple:
+    return training.fit(config, prepared, checkpoint, callbacks)
 
 
 @task(
@@ -48,12 +58,9 @@ def fit(config: TrainConfig, prepared: training.Prepared):
 def save(
     config: TrainConfig, prepared: training.Prepared, trainer, seconds: float, token: str | None
 ) -> dict:
-    run_dir = runs.run_dir_of(config)
-    summary = training.save_run(config, prepared, trainer, run_dir, seconds, token)
-    card.write_card(run_dir)  # the run's model card, from the files just saved
+    summary = training.save_run(config, prepared, trainer, seconds, token)
+    card.write_card(runs.run_dir_of(config))  # the run's model card, from the files just saved
     return summary
 
 
-@task(name="dry-run", cache_policy=NO_CACHE, persist_result=False, log_prints=False)
-def dry_run(config: TrainConfig, prepared: training.Prepared) -> float:
-    return training.dry_run(config, prepared)
+STEPS = training.Steps(prepare=prepare, dry_run=dry_run, fit=fit, save=save)

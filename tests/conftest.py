@@ -2,14 +2,16 @@
 
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-_ROOT = Path(tempfile.mkdtemp(prefix="linklm-tests-"))
-os.environ["PREFECT_HOME"] = str(_ROOT / "prefect")
-os.environ["HF_HOME"] = str(_ROOT / "hf")
-os.environ["HF_DATASETS_CACHE"] = str(_ROOT / "hf" / "datasets")
-os.environ["LINKLM_HOME"] = str(_ROOT / "linklm-home")
+_SCRATCH = Path(tempfile.mkdtemp(prefix="linklm-tests-"))
+os.environ["PREFECT_HOME"] = str(_SCRATCH / "prefect")
+os.environ["HF_HOME"] = str(_SCRATCH / "hf")
+os.environ["HF_DATASETS_CACHE"] = str(_SCRATCH / "hf" / "datasets")
+os.environ["LINKLM_HOME"] = str(_SCRATCH / "linklm-home")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -53,3 +55,30 @@ def flip_last_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_module(
+    module: str, *args: str, env: dict | None = None, timeout: float = 300, **kwargs
+) -> subprocess.CompletedProcess:
+    """``python -m module args...`` from the checkout, as a user types it: its output captured
+    as text, the test's environment plus ``env``, a time limit."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=ROOT,
+        env=dict(os.environ, **(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+def artifact_keys() -> set[str]:
+    """The keys of every artifact the Prefect server holds (the session's test harness)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {a.key for a in client.read_artifacts() if a.key}

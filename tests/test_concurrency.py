@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from linklm import atomic
 from linklm.config import GenerationConfig, TrainConfig
@@ -18,7 +19,6 @@ from linklm.model import runs, training
 from linklm.model.runs import TrainingError
 from linklm.serving import registry
 
-ROOT = Path(__file__).resolve().parents[1]
 FROZEN = {"data_dir": "frozen", "dataset_sha256": "a" * 64, "rows": 100, "generation": {}}
 
 

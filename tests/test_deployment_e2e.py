@@ -19,6 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import ROOT
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 from prefect.deployments import run_deployment
@@ -26,7 +27,6 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from linklm.serving import storage
 
-ROOT = Path(__file__).parents[1]
 SERVER_START_S = 120
 DEPLOY_S = 300
 RUN_S = 480

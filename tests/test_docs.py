@@ -14,11 +14,10 @@ import re
 import runpy
 import shlex
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```bash\n(.*?)^```", re.M | re.S)
 PYTHON = re.compile(r"(?:\.venv/bin/)?python3? (-m [\w.]+|benchmarks/\w+\.py)(.*)")

@@ -1,13 +1,10 @@
 """The data flow under real Prefect: end to end, artifacts, cache hits, kill and resume, CLI."""
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from conftest import run_module
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -18,7 +15,6 @@ from linklm.config import DataFlowConfig, GenerationConfig, PromptConfig
 from linklm.data import dataset
 from linklm.errors import PromptError
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = GenerationConfig(n_rows=2400, chunk_size=600, seed=5)
 
 
@@ -114,15 +110,7 @@ def test_deleted_output_is_rebuilt_not_served_from_cache(prefect_harness, tmp_pa
 
 
 def _cli(args, tmp_path):
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "cli-home"))
-    return subprocess.run(
-        [sys.executable, "-m", "flows.data", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_module("flows.data", *args, env={"PREFECT_HOME": str(tmp_path / "cli-home")})
 
 
 @pytest.mark.parametrize(
@@ -214,3 +202,33 @@ def test_train_flow_runs_prepare_train_save_and_links_the_run(
     assert any((tmp_path / "flow").resolve().as_uri() in a.data for a in links)
     dry = train_flow(config.model_copy(update={"run_name": "dry", "dry_run": True}))
     assert dry["dry_run"] is True and not (tmp_path / "dry" / "run.json").exists()
+
+
+def test_train_cli_checks_a_run_once_and_names_one_folder(
+    prefect_harness, small_dataset, tmp_path, monkeypatch
+):
+    """The CLI checks the run before Prefect starts; the flow's tasks do not check it again
+    (the run folder, the model folder's hashes), and the run it trains is the one it named."""
+    from flows import train as train_cli
+    from linklm.model import models, training
+
+    counted = {"run folder": 0, "model folder": 0}
+
+    def counting(name, real):
+        def wrapper(*args, **kwargs):
+            counted[name] += 1
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(training, "check_run_dir", counting("run folder", training.check_run_dir))
+    monkeypatch.setattr(
+        models, "_folder_problem", counting("model folder", models._folder_problem)
+    )
+    models._checked.clear()  # a folder another test checked in this process counts here too
+    out = tmp_path / "runs"
+    args = ["--data-dir", small_dataset, "--out-dir", out, "--max-steps", "2", "--eval-rows", "0"]
+    assert train_cli.main([str(a) for a in args]) == 0
+    assert counted == {"run folder": 1, "model folder": 1}
+    (run,) = out.iterdir()  # no second, empty folder holding only a lock
+    assert (run / "run.json").exists()

@@ -2,12 +2,11 @@
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import artifact_keys, run_module
 from prefect import get_client
 
 from linklm.config import EvalConfig, LearningCurveConfig, SweepConfig, TrainConfig
@@ -16,11 +15,6 @@ from linklm.model import examples, training
 
 TINY_TRAIN = {"max_steps": 8, "batch_size": 16, "eval_rows": 16, "warmup_steps": 1}
 LOGGED = {"logging_steps": 2, "eval_steps": 4}
-
-
-def _artifact_keys() -> set[str]:
-    with get_client(sync_client=True) as client:
-        return {a.key for a in client.read_artifacts() if a.key}
 
 
 def _child_flow_names(flow_run_id) -> list[str]:
@@ -74,7 +68,7 @@ def test_evaluate_flow_writes_predictions_metrics_report_and_artifacts(
         "evaluation-systems",
         "evaluation-report",
         "evaluation-baselines-chart",
-    } <= _artifact_keys()
+    } <= artifact_keys()
 
 
 def test_latest_run_and_missing_model_are_clear(tmp_path, small_dataset, trained_run):
@@ -84,20 +78,7 @@ def test_latest_run_and_missing_model_are_clear(tmp_path, small_dataset, trained
     assert run == trained_run and source == str(trained_run / "model")
     with pytest.raises(evaluate.EvaluationError, match="pass out_dir"):
         evaluate.out_dir_of(EvalConfig(model="linklm-default"), None)
-    cli = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.evaluate",
-            "--model",
-            str(tmp_path / "nope"),
-            "--out-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).parents[1],
-    )
+    cli = run_module("flows.evaluate", "--model", tmp_path / "nope", "--out-dir", tmp_path)
     assert cli.returncode == 2 and "no such model folder" in cli.stderr
     assert len(cli.stderr.strip().splitlines()) == 1
 
@@ -116,7 +97,7 @@ def test_demo_flow_end_to_end_with_tiny_sizes(prefect_harness, tmp_path):
     assert (tmp_path / "demo" / "data" / "validation" / "report.md").exists()
     assert Path(result["report"]["html"]).exists() and result["demo_seconds"] > 0
     assert result["standing"]["channel"]["baseline"] == "quietest channel (scan)"
-    assert {"baselines", "data-validation", "train-run", "evaluation-summary"} <= _artifact_keys()
+    assert {"baselines", "data-validation", "train-run", "evaluation-summary"} <= artifact_keys()
 
 
 def test_learning_curve_flow_one_point_per_size(prefect_harness, small_dataset, tmp_path):
@@ -138,7 +119,7 @@ def test_learning_curve_flow_one_point_per_size(prefect_harness, small_dataset, 
     assert saved["points"] == summary["points"]
     md = Path(summary["report"]["md"]).read_text()
     assert "| 64 |" in md and "charts/learning_curve_top1_ranked.png" in md
-    assert "learning-curve" in _artifact_keys()
+    assert "learning-curve" in artifact_keys()
     assert [p["error"] for p in summary["points"]] == [None, None]
 
 
@@ -160,7 +141,8 @@ def test_a_learning_curve_whose_every_point_fails_says_why(
 
 
 def test_sweep_flow_ranks_trials_by_the_metric(prefect_harness, small_dataset, tmp_path):
-    from flows.sweep import ranked, sweep_flow
+    from flows.sweep import sweep_flow
+    from linklm.evaluation.experiments import ranked
 
     config = SweepConfig(
         data_dir=small_dataset,
@@ -178,7 +160,7 @@ def test_sweep_flow_ranks_trials_by_the_metric(prefect_harness, small_dataset, t
     assert scores == sorted(scores, reverse=True)
     (stamp,) = (tmp_path / "sweep" / "runs").iterdir()
     assert (stamp / "trial-01" / "adapter").exists()  # the lora trial
-    assert "sweep" in _artifact_keys()
+    assert "sweep" in artifact_keys()
     fake = [{"name": "a", "top1": 0.5}, {"name": "b", "top1": None}, {"name": "c", "top1": 0.9}]
     assert [r["name"] for r in ranked(fake, "top1")] == ["c", "a", "b"]
     fake = [{"name": "a", "throughput_mae": 9.0}, {"name": "b", "throughput_mae": 3.0}]

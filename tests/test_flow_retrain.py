@@ -3,7 +3,7 @@ failed challenger; the frozen test set, the lineage and the published copy."""
 
 import json
 
-from prefect import get_client
+from conftest import artifact_keys
 
 from flows.retrain import frozen_test, retrain_flow
 from linklm.config import RetrainConfig
@@ -11,11 +11,6 @@ from linklm.data import dataset
 from linklm.serving import registry, storage
 
 TINY = {"frozen_rows": 1500, "n_rows": 1500, "max_steps": 4, "batch_size": 16, "eval_rows": 40}
-
-
-def _artifact_keys() -> set[str]:
-    with get_client(sync_client=True) as client:
-        return {a.key for a in client.read_artifacts() if a.key}
 
 
 def test_retrain_promotes_only_a_better_challenger(prefect_harness, tmp_path):
@@ -69,7 +64,7 @@ def test_retrain_promotes_only_a_better_challenger(prefect_harness, tmp_path):
     assert [e["decision"] for e in saved["history"]] == ["promoted", "kept", "failed"]
     assert saved["champion"]["id"] == first["id"] and saved["history"][-1]["error"]
 
-    assert {"retrain-decision", "registry-history", "retrain-artifacts"} <= _artifact_keys()
+    assert {"retrain-decision", "registry-history", "retrain-artifacts"} <= artifact_keys()
     copy = shared / "retrain" / first["id"]
     assert storage.read_index(copy.as_uri())["files"]
     assert (copy / "eval-frozen" / "report" / "report.html").exists()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 from safetensors.torch import load_file
 
 from flows import train as train_flow_module
@@ -25,7 +26,6 @@ from linklm import atomic
 from linklm.config import DataFlowConfig, GenerationConfig, TrainConfig
 from linklm.model import runs, training
 
-ROOT = Path(__file__).resolve().parents[1]
 GEN = GenerationConfig(n_rows=30_000, chunk_size=500, seed=9)  # 60 chunks
 TRAIN_OPTIONS = dict(
     max_steps=60,

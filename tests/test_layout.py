@@ -11,8 +11,9 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-LIBRARY = Path(__file__).resolve().parent.parent / "linklm"
+LIBRARY = ROOT / "linklm"
 DISTRICTS = ("data", "model", "evaluation", "serving")  # each imports only from those before it
 TOP = ("config", "errors", "atomic", "schema")  # shared by every district, import none of them
 

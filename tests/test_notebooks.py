@@ -11,9 +11,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import ROOT
 from nbclient import NotebookClient
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow

@@ -3,14 +3,13 @@
 import io
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-from conftest import flip_last_byte
+from conftest import flip_last_byte, run_module
 
 from flows import predict as predict_cli
 from flows.cli import run_cli
@@ -19,8 +18,6 @@ from linklm.data import export
 from linklm.evaluation import card
 from linklm.model import models, training
 from linklm.serving import predict, publish
-
-ROOT = Path(__file__).parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -152,21 +149,8 @@ def _as_text(rows: pl.DataFrame) -> pl.DataFrame:
 
 def test_cli_csv_jsonl_and_stdin(run_dir, seed_csv, tmp_path, monkeypatch, capsys):
     out = tmp_path / "answers.csv"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.predict",
-            "--model",
-            str(run_dir),
-            "--input",
-            str(seed_csv),
-            "--output",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    done = run_module(
+        "flows.predict", "--model", str(run_dir), "--input", str(seed_csv), "--output", str(out)
     )
     assert done.returncode in (0, 1), done.stderr
     assert "40 rows answered" in done.stdout
@@ -183,13 +167,7 @@ def test_cli_csv_jsonl_and_stdin(run_dir, seed_csv, tmp_path, monkeypatch, capsy
     jsonl = tmp_path / "links.jsonl"
     jsonl.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     one = {k: v for k, v in records[0].items() if k not in ("scenario_id", "rssi_dbm", "snr_db")}
-    stdin = subprocess.run(
-        [sys.executable, "-m", "flows.predict", "--model", str(run_dir), "--input", "-"],
-        input=json.dumps(one),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    stdin = run_module("flows.predict", "--model", run_dir, "--input", "-", input=json.dumps(one))
     answer = json.loads(stdin.stdout.strip().splitlines()[-1])
     assert answer["scenario_id"] == 1 and "recommended_channel_mhz" in answer
     assert stdin.returncode == (0 if answer["valid"] else 1)
@@ -227,21 +205,14 @@ def test_model_card_matches_the_run_and_its_metrics(run_dir, small_dataset):
 
 
 def test_publish_dry_run_folder_loads_back(run_dir, seed_csv, tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.publish",
-            str(run_dir),
-            "--repo-id",
-            "me/linklm-test",
-            "--dry-run",
-            "--out-dir",
-            str(tmp_path / "up"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    done = run_module(
+        "flows.publish",
+        str(run_dir),
+        "--repo-id",
+        "me/linklm-test",
+        "--dry-run",
+        "--out-dir",
+        str(tmp_path / "up"),
     )
     assert done.returncode == 0, done.stderr
     folder = tmp_path / "up"

@@ -23,8 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-ROOT = Path(__file__).parents[1]
 HF_TOKEN = "hf_FAKEsecret0123456789abcdef"
 BLOCK_TOKEN = "hf_FAKEblock9876543210fedcba"  # only in the Prefect Secret block 'hf-token'
 API_KEY = "pnu_FAKEkey0123456789"

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from linklm.config import EvalConfig, TrainConfig
 from linklm.evaluation import eval_report, evaluate
@@ -77,7 +78,7 @@ def test_the_report_charts_what_a_single_target_model_answers(
 
 def _recipes() -> list[str]:
     """The Python blocks of docs/evaluation.md's 'Recomputing metrics yourself'."""
-    doc = (Path(__file__).parents[1] / "docs" / "evaluation.md").read_text()
+    doc = (ROOT / "docs" / "evaluation.md").read_text()
     section = doc.split("## Recomputing metrics yourself", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert len(blocks) == 2

@@ -165,12 +165,12 @@ def test_lora_merged_weights_equal_the_adapter_model(small_dataset, tmp_path):
     prepared = training.prepare(config)
     trainer, seconds, _ = training.fit(config, prepared)
     run = tmp_path / "run"
-    training.save_run(config, prepared, trainer, run, seconds)
+    training.save_run(config, prepared, trainer, seconds)
     first = {
         f: (run / f).read_bytes()
         for f in ("model/model.safetensors", "adapter/adapter_model.safetensors")
     }
-    training.save_run(config, prepared, trainer, run, seconds)  # as the save task's retry would
+    training.save_run(config, prepared, trainer, seconds)  # as the save task's retry would
     assert {f: (run / f).read_bytes() for f in first} == first
     recorded = json.loads((run / "run.json").read_text())[models.WEIGHTS_KEY]
     assert recorded == {

@@ -112,12 +112,14 @@ def _loss(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
-def _training_table(run: dict) -> str:
+def training_table(run: dict) -> str:
+    """How a run trained, from its run.json: the card's table and the train flow's artifact."""
     c = run["config"]
     rows = [
         ("base model", f"`{run['base_model']}` ({c['model']})"),
         ("mode", c["mode"]),
         ("target", c["target"]),
+        ("dataset SHA256", f"`{run['dataset_sha256']}`"),
         ("training rows", f"{run['train_rows']:,}"),
         ("steps", run["steps"]),
         ("batch size x grad accum", f"{c['batch_size']} x {c['grad_accum']}"),
@@ -163,7 +165,7 @@ def render(run_dir: Path, adapter: bool = False) -> str:
         parts.append("Not evaluated yet: run `python -m flows.evaluate --model <this folder>`.\n")
     parts += [
         "## Training\n",
-        _training_table(run),
+        training_table(run),
         f"\nDataset SHA256 (the data manifest): `{run['dataset_sha256']}`. Versions: {versions}.\n",
         "## How to use\n",
         "```bash\npython -m flows.predict --model <this folder> --input links.csv "

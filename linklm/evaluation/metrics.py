@@ -213,3 +213,16 @@ def throughput_by_bandwidth(
         }
         for row in slice_metrics(predictions, ("channel_bandwidth_mhz",), answers)
     ]
+
+
+def coverage(metric: str, metrics: dict | None) -> float | None:
+    """The share of the frozen rows with a usable answer of the kind ``metric`` scores; None
+    when unknown or when the metric scores the model's ranking of the channels (top1_ranked,
+    top3: every row has one, served with ``--fallback ranked``). top1 counts an unanswered
+    row as wrong; the throughput errors are over the answered rows only, so two of them
+    compare only at equal coverage."""
+    if not metrics:
+        return None
+    if metric.startswith("throughput"):
+        return metrics.get("throughput_answered")
+    return metrics.get("answered") if metric == "top1" else None

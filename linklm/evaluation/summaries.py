@@ -238,3 +238,32 @@ def _per_channel(rows: list[dict]) -> list[str]:
             ],
         ),
     ]
+
+
+def prediction_markdown(model: str, source: str, summary: dict) -> str:
+    """A batch prediction's counts (``Prediction.summary``) as the run's artifact shows them."""
+    rows = [
+        (k.replace("_", " "), summary[k])
+        for k in ("answered", "from_model", "from_fallback", "unusable", "skipped")
+    ]
+    return f"# Predictions of {model}\n\n`{source}` -> `{summary['output']}`\n\n" + table(
+        ["rows", "count"], rows
+    )
+
+
+def system_rows(systems: list[dict]) -> list[dict]:
+    """Each system's headline figures as a row of a table artifact (fractions, Mbps)."""
+    rows = []
+    for s in systems:
+        ch, tp = s.get("channel") or {}, s.get("throughput") or {}
+        rows.append(
+            {
+                "system": s["name"],
+                "channel_top1": ch.get("top1"),
+                "channel_top3": ch.get("top3"),
+                "channel_error_mhz": ch.get("abs_error_mhz"),
+                "throughput_mae": tp.get("mae"),
+                "throughput_rmse": tp.get("rmse"),
+            }
+        )
+    return rows

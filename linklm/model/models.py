@@ -388,13 +388,32 @@ def _folder_problem(folder: Path) -> str | None:
     return _hash_problem(folder)
 
 
+def _signature(folder: Path) -> tuple:
+    """Each file's name, size and modification time, and those of the run.json beside a run's
+    model folder (it holds the weights' hashes): what a change to the folder changes."""
+    files = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+    files += [folder.parent / RUN_FILE] if _from_run(folder) else []
+    return tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+
+
+_checked: dict[Path, tuple] = {}  # folders found whole in this process, by their signature
+
+
 def check_folder(folder: str | Path) -> None:
     """A model folder whose files are there and whole, or a ModelError naming the file at
-    fault and the fix (a damaged run is re-trained or restored, never written over)."""
+    fault and the fix (a damaged run is re-trained or restored, never written over).
+
+    A folder found whole earlier in this process and unchanged since (the same files, sizes
+    and modification times) is not hashed again: a CLI checks the model before Prefect
+    starts, and the flow it runs loads the same folder."""
     folder = Path(folder)
+    key, signature = folder.resolve(), _signature(folder)
+    if _checked.get(key) == signature:
+        return
     problem = _folder_problem(folder)
     if problem:
         raise ModelError(f"{problem}; {_fix(folder)}")
+    _checked[key] = signature
 
 
 def _build_atomically(folder: Path, build) -> None:

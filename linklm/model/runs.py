@@ -243,9 +243,10 @@ def run_lock(config: TrainConfig) -> Iterator[Path]:
 
 
 def check_run_dir(config: TrainConfig) -> Path:
-    """Refuse to overwrite a finished run (a resume too); check the checkpoint before loading
-    anything. Under the run's lock: a run training there now is named at once, and its
-    checkpoint being written is not taken for the unfinished save of a killed run."""
+    """What the run folder allows, before anything loads: never a finished run trained over
+    (a resume too); a resume needs a started run, a fresh run a folder without one. Under the
+    run's lock, so a run training there now is named at once. The checkpoint a resume starts
+    from is checked when the run takes the folder (``last_checkpoint``)."""
     run_dir = run_dir_of(config)
     if config.dry_run:
         return run_dir
@@ -255,9 +256,7 @@ def check_run_dir(config: TrainConfig) -> Path:
     if config.resume:
         _require_started(run_dir)  # before the lock would make the folder
     with run_lock(config):
-        if config.resume:
-            last_checkpoint(run_dir)
-        elif (run_dir / CONFIG_FILE).exists() or _checkpoints(run_dir):
+        if not config.resume and ((run_dir / CONFIG_FILE).exists() or _checkpoints(run_dir)):
             raise TrainingError(
                 f"{run_dir}: an interrupted run is there (its settings or checkpoints); resume "
                 "continues it, or choose another run_name"

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,7 +269,6 @@ def _apply_adapters(model, config: TrainConfig):
 
 def prepare(config: TrainConfig, token: str | None = None) -> Prepared:
     """Dataset, model (with adapters for LoRA/QLoRA) and tokenised splits."""
-    check_hardware(config)
     manifest = dataset.require_intact(config.data_dir)
     quantization = None
     dtype = torch.float32
@@ -444,12 +444,12 @@ def save_run(
     config: TrainConfig,
     prepared: Prepared,
     trainer: AnswerLossTrainer,
-    run_dir: Path,
     seconds: float,
     token: str | None = None,
 ) -> dict:
     """Model (merged for LoRA and QLoRA), adapter, tokenizer, prompt format, run.json and
-    history.json. ``token`` reloads a hub base for the merge."""
+    history.json, into the run's folder. ``token`` reloads a hub base for the merge."""
+    run_dir = run_dir_of(config)
     model = trainer.model
     model_dir = run_dir / "model"
     with atomic.atomic_dir(model_dir) as tmp:
@@ -496,11 +496,11 @@ def save_run(
 
 
 def fit(
-    config: TrainConfig, prepared: Prepared, callbacks=()
+    config: TrainConfig, prepared: Prepared, checkpoint: Path | None = None, callbacks=()
 ) -> tuple[AnswerLossTrainer, float, bool]:
-    """Train (resuming when asked); returns the trainer, seconds and whether it finished."""
+    """Train from ``checkpoint`` (``last_checkpoint`` of a resumed run) or from the start;
+    returns the trainer, seconds and whether it finished. Runs under the run's lock."""
     run_dir = run_dir_of(config)
-    checkpoint = last_checkpoint(run_dir) if config.resume else None
     run_dir.mkdir(parents=True, exist_ok=True)
     for stray in atomic.sweep_temp_files(run_dir):  # fit runs under the run's lock
         log.warning("%s: half-written by an interrupted run, removed", stray)
@@ -534,21 +534,65 @@ def _restore_finished(trainer: AnswerLossTrainer, checkpoint: Path) -> bool:
     return True
 
 
-def train(config: TrainConfig, token: str | None = None, callbacks=()) -> dict:
-    """Run one training job end to end; returns the run summary (also in run.json)."""
+# runs that start() checked and no train() has taken yet, by their settings: a CLI checks a
+# run before Prefect starts, and the flow's train() then trains it without checking again
+_started: set[str] = set()
+
+
+def start(config: TrainConfig) -> TrainConfig:
+    """The settings a run trains with, checked before anything loads: the run named (a
+    timestamp when no run_name is given), a resume's saved settings under the given ones,
+    what the settings need from the machine, the dataset's manifest, the base model, and
+    last what the run folder allows (its lock makes the folder). The next ``train`` of the
+    returned settings in this process takes them as checked; any other checks again."""
     if config.run_name is None:
         config = config.model_copy(update={"run_name": run_dir_of(config).name})
     config = resumed(config)
-    run_dir = check_run_dir(config)
-    prepared = prepare(config, token)
+    check_hardware(config)
+    dataset.read_manifest(config.data_dir)
+    models.resolve(config.model)
+    check_run_dir(config)
+    _started.add(config.model_dump_json())
+    return config
+
+
+@dataclass(frozen=True)
+class Steps:
+    """How ``train`` runs each of its steps: plain calls by default; the train flow passes
+    its Prefect tasks (retries, logs, the UI's view of each step), so both run one sequence."""
+
+    prepare: Callable[..., Prepared]
+    dry_run: Callable[..., float]
+    fit: Callable[..., tuple[AnswerLossTrainer, float, bool]]
+    save: Callable[..., dict]
+
+
+PLAIN_STEPS = Steps(prepare=prepare, dry_run=dry_run, fit=fit, save=save_run)
+
+
+def train(
+    config: TrainConfig, token: str | None = None, callbacks=(), steps: Steps = PLAIN_STEPS
+) -> dict:
+    """Run one training job end to end; returns the run summary (also in run.json), or
+    where it stopped. Checks the run first (``start``) unless it was just started."""
+    if config.model_dump_json() in _started:
+        _started.discard(config.model_dump_json())
+    else:
+        config = start(config)
+        _started.discard(config.model_dump_json())
+    run_dir = run_dir_of(config)
     if config.dry_run:
+        prepared = steps.prepare(config, token)
         return {
             "dry_run": True,
-            "loss": dry_run(config, prepared),
+            "loss": steps.dry_run(config, prepared),
             "train_rows": len(prepared.train_set),
         }
-    with run_lock(config):
-        trainer, seconds, finished = fit(config, prepared, callbacks)
+    with run_lock(config):  # one writer from the checkpoint's check to the saved run
+        # before the model loads: a damaged checkpoint is named without waiting for it
+        checkpoint = last_checkpoint(run_dir) if config.resume else None
+        prepared = steps.prepare(config, token)
+        trainer, seconds, finished = steps.fit(config, prepared, checkpoint, callbacks)
         if not finished:
             return {"stopped_at_step": trainer.state.global_step, "run_dir": str(run_dir)}
-        return save_run(config, prepared, trainer, run_dir, seconds, token)
+        return steps.save(config, prepared, trainer, seconds, token)

@@ -296,6 +296,21 @@ class Prediction:
         """Rows skipped for bad inputs (ids may repeat or be missing: counted by row)."""
         return self.problems["row"].n_unique()
 
+    def summary(self, output: str) -> dict:
+        """The counts a person reads after a batch: answered (by the model, by the
+        fallback, unusable) and skipped, with the first skipped ids."""
+        rows = self.rows
+        return {
+            "output": output,
+            "answered": rows.height,
+            "from_model": int((rows["source"] == "model").sum()),
+            "from_fallback": int(rows["source"].is_in(["heuristic", "ranked"]).sum()),
+            "unusable": int((rows["source"] == "none").sum()),
+            "skipped": self.skipped_rows,
+            "skipped_ids": self.skipped_ids()[:1000],
+            "failed": self.failed,
+        }
+
 
 class Predictor:
     """A loaded model that answers links; load once, call ``predict`` many times."""

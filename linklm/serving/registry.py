@@ -27,6 +27,8 @@ from filelock import FileLock, Timeout
 from linklm import atomic
 from linklm.config import LOWER_IS_BETTER
 from linklm.errors import LinkLMError
+from linklm.evaluation import summaries
+from linklm.evaluation.metrics import coverage
 from linklm.model.runs import RUN_FILE
 
 DEFAULT_PATH = Path("runs/registry/registry.json")
@@ -51,19 +53,6 @@ def _usable(score: float | None) -> bool:
 def is_better(metric: str, challenger: float, champion: float) -> bool:
     """Strictly better: higher for accuracies, lower for errors; a tie is not better."""
     return challenger < champion if metric in LOWER_IS_BETTER else challenger > champion
-
-
-def coverage(metric: str, metrics: dict | None) -> float | None:
-    """The share of the frozen rows with a usable answer of the kind ``metric`` scores; None
-    when unknown or when the metric scores the model's ranking of the channels (top1_ranked,
-    top3: every row has one, served with ``--fallback ranked``). top1 counts an unanswered
-    row as wrong; the throughput errors are over the answered rows only, so two of them
-    compare only at equal coverage."""
-    if not metrics:
-        return None
-    if metric.startswith("throughput"):
-        return metrics.get("throughput_answered")
-    return metrics.get("answered") if metric == "top1" else None
 
 
 def decide(
@@ -290,3 +279,41 @@ def _locked(path: Path) -> Iterator[None]:
         yield
     finally:
         file_lock.release()
+
+
+def history_row(entry: dict) -> dict:
+    """One decision as a row of the registry's history table."""
+    return {
+        "decided_at": entry["decided_at"],
+        "challenger": entry["id"],
+        "decision": entry["decision"],
+        "metric": entry["metric"],
+        "challenger_score": entry["challenger_score"],
+        "champion": entry["champion"],
+        "champion_score": entry["champion_score"],
+    }
+
+
+def decision_markdown(entry: dict) -> str:
+    """The decision, both scores and the lineage, as the UI's markdown artifact shows them."""
+    lineage = entry["lineage"]
+    versions = lineage.get("code_version") or {}
+    rows = [
+        ["decision", f"**{entry['decision']}**"],
+        ["reason", entry["reason"]],
+        ["metric", entry["metric"]],
+        ["challenger", f"{entry['id']}: {_score(entry['challenger_score'])}"],
+        ["champion before", f"{entry['champion'] or 'none'}: {_score(entry['champion_score'])}"],
+        ["training data SHA256", f"`{lineage.get('data_sha256')}`"],
+        ["frozen test SHA256", f"`{lineage.get('frozen_test_sha256')}`"],
+        ["code version", f"linklm {versions.get('linklm')}, git `{versions.get('git')}`"],
+        ["challenger run", entry.get("run_dir") or "-"],
+        ["published to", entry.get("artifacts") or "-"],
+    ]
+    if entry.get("error"):
+        rows.append(["error", entry["error"]])
+    return f"# Retraining: {entry['decision']}\n\n" + summaries.table(["", ""], rows)
+
+
+def _score(value: float | None) -> str:
+    return "no score" if value is None else f"{value:.4g}"
