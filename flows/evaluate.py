@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     add_model_options(parser, EvalConfig)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     config = model_from_options(EvalConfig, args)
-    evaluate.check(config)  # fail before Prefect starts
+    config = evaluate.check(config)  # fail before Prefect starts
     print_result(evaluate_flow(config))
     return 0
 

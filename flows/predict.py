@@ -90,8 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     config = model_from_options(PredictConfig, args)
     # fail before Prefect starts: an unknown or damaged model, an input that is not there
-    # or lacks a column, an output that cannot be written
-    models.resolve(predict.model_folder(config.model, config.registry))
+    # or lacks a column, an output that cannot be written; 'champion' is read from the
+    # registry once, here, and the run it names is the one served
+    config = config.model_copy(
+        update={"model": predict.without_champion(config.model, config.registry)}
+    )
+    models.resolve(predict.model_folder(config.model))
     predict.check_source(config.input)
     if config.input != "-" or "output" in config.model_fields_set:
         predict_io.check_output(config.output)

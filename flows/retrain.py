@@ -50,7 +50,7 @@ class RetrainError(LinkLMError):
     """The challenger failed; the champion is unchanged."""
 
 
-def frozen_test(config: RetrainConfig) -> dict:
+def frozen_test(config: RetrainConfig, current: dict) -> dict:
     """Build (once) or verify the frozen test set, and refuse one the registry does not know.
 
     A set built by an earlier generator version stays the frozen set: it is verified, not
@@ -73,7 +73,7 @@ def frozen_test(config: RetrainConfig) -> dict:
         "rows": manifest["rows"],
         "generation": manifest["generation"],
     }
-    registry.check_frozen(registry.read(config.registry), frozen, config.registry)
+    registry.check_frozen(current, frozen, config.registry)
     return frozen
 
 
@@ -152,14 +152,16 @@ def challenge(
     return summary, metrics, error
 
 
-def champion_scores(config: RetrainConfig, run_dir: Path) -> tuple[str | None, dict | None]:
+def champion_scores(
+    config: RetrainConfig, run_dir: Path, current: dict
+) -> tuple[str | None, dict | None]:
     """(the champion's id, its metrics on the frozen rows now; None when it cannot answer)."""
-    record = registry.champion(config.registry)
+    record = current["champion"]
     if record is None:
         return None, None
     logger = get_run_logger()
     try:
-        champion_dir = registry.champion_run_dir(config.registry)
+        champion_dir = registry.champion_run_dir(config.registry, current)
     except registry.RegistryError as exc:
         logger.warning("%s", exc)
         return record["id"], None
@@ -187,16 +189,17 @@ def lineage(config: RetrainConfig, train_config: TrainConfig, data: Path, seed, 
 def retrain_flow(config: RetrainConfig = RetrainConfig()) -> dict:  # noqa: B008 (UI form default)
     """Train a challenger on fresh data and promote it only if it beats the champion."""
     logger = get_run_logger()
-    frozen = frozen_test(config)
+    current = registry.read(config.registry)  # the decision itself re-reads it under its lock
+    frozen = frozen_test(config, current)
     data_dir, seed = fresh_data(config)
     run_name = f"challenger-{time.strftime('%Y%m%d-%H%M%S')}-{str(flow_run.get_id())[:6]}"
     train_config = challenger_config(config, data_dir, run_name)
     run_dir = config.out_dir / "runs" / run_name
     summary, metrics, error = challenge(config, train_config, run_dir)
     if metrics:
-        champion_id, champion_metrics = champion_scores(config, run_dir)
+        champion_id, champion_metrics = champion_scores(config, run_dir, current)
     else:  # a failed challenger is out already: no need to score the champion
-        champion_id, champion_metrics = (registry.champion(config.registry) or {}).get("id"), None
+        champion_id, champion_metrics = (current["champion"] or {}).get("id"), None
     published = None
     if summary:
         published = t_storage.publish_folder(run_dir, config.artifacts_url, "retrain", run_name)

@@ -222,9 +222,7 @@ def test_train_cli_checks_a_run_once_and_names_one_folder(
         return wrapper
 
     monkeypatch.setattr(training, "check_run_dir", counting("run folder", training.check_run_dir))
-    monkeypatch.setattr(
-        models, "_folder_problem", counting("model folder", models._folder_problem)
-    )
+    monkeypatch.setattr(models, "_folder_problem", counting("model folder", models._folder_problem))
     models._checked.clear()  # a folder another test checked in this process counts here too
     out = tmp_path / "runs"
     args = ["--data-dir", small_dataset, "--out-dir", out, "--max-steps", "2", "--eval-rows", "0"]

@@ -53,7 +53,10 @@ def test_retrain_promotes_only_a_better_challenger(prefect_harness, tmp_path):
     generation = json.loads(generation_file.read_text())
     del generation["generator"]  # as generator version 1 wrote it
     generation_file.write_text(json.dumps(generation))
-    assert frozen_test(config)["dataset_sha256"] == frozen_manifest["dataset_sha256"]
+    assert (
+        frozen_test(config, registry.read(config.registry))["dataset_sha256"]
+        == frozen_manifest["dataset_sha256"]
+    )
     assert json.loads(generation_file.read_text()) == generation
 
     # A challenger that cannot train is recorded as failed, fails the run, and changes nothing.

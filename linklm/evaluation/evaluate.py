@@ -59,8 +59,10 @@ def model_source(config: EvalConfig) -> tuple[str, Path | None]:
     return name, None
 
 
-def check(config: EvalConfig) -> None:
-    """Fail fast on what is knowable without loading anything: model, output, dataset."""
+def check(config: EvalConfig) -> EvalConfig:
+    """Fail fast on what is knowable without loading anything: model, output, dataset.
+    Returns the config with 'latest' pinned to the run it found, so the evaluation that
+    follows scores that run even if another one finishes meanwhile."""
     source, run_dir = model_source(config)
     models.resolve(source)
     out_dir_of(config, run_dir)
@@ -68,6 +70,9 @@ def check(config: EvalConfig) -> None:
         raise EvaluationError(
             f"{config.data_dir}: no dataset (no manifest.json); build one with python -m flows.data"
         )
+    if config.model == "latest":
+        return config.model_copy(update={"model": str(run_dir)})
+    return config
 
 
 def out_dir_of(config: EvalConfig, run_dir: Path | None) -> Path:

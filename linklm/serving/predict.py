@@ -45,14 +45,19 @@ class PredictError(LinkLMError):
     """The model or the input cannot be used at all (single bad rows are reported instead)."""
 
 
+def without_champion(name: str, registry_path: Path | None = None) -> str:
+    """'champion' as the run folder the registry names now (read once); any other name as
+    given. A CLI pins it before Prefect starts, so the flow serves the run it checked."""
+    if name != CHAMPION:
+        return name
+    from linklm.serving import registry
+
+    return str(registry.champion_run_dir(registry_path or registry.DEFAULT_PATH))
+
+
 def model_folder(name: str, registry_path: Path | None = None) -> str:
     """What ``models.load`` takes for a run folder, a model folder, a name or 'champion'."""
-    if name == CHAMPION:
-        from linklm.serving import registry
-
-        run_dir = registry.champion_run_dir(registry_path or registry.DEFAULT_PATH)
-    else:
-        run_dir = Path(name).expanduser()
+    run_dir = Path(without_champion(name, registry_path)).expanduser()
     if (run_dir / RUN_FILE).exists():
         weights = run_weights(run_dir)
         if weights is None:

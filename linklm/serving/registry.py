@@ -161,9 +161,10 @@ def champion(path: Path = DEFAULT_PATH) -> dict | None:
     return read(path)["champion"]
 
 
-def champion_run_dir(path: Path = DEFAULT_PATH) -> Path:
-    """The champion's training run folder (run.json, model/ or adapter/)."""
-    record = champion(path)
+def champion_run_dir(path: Path = DEFAULT_PATH, current: dict | None = None) -> Path:
+    """The champion's training run folder (run.json, model/ or adapter/); ``current``: the
+    registry as the caller read it already (else it is read from ``path``)."""
+    record = (current or read(path))["champion"]
     if record is None:
         raise RegistryError(
             f"{path}: no champion yet; run the retrain flow (python -m flows.retrain) to "
