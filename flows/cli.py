@@ -29,10 +29,11 @@ class ArgumentParser(argparse.ArgumentParser):
 def option_error(exc: ValidationError) -> str:
     """A config's first validation error as one line: the option, then what is wrong.
 
-    A check across options (e.g. bf16 with fp16) has no single option to name."""
+    A check across options (e.g. bf16 with fp16) has no single option to name; a setting of a
+    nested config that the CLI offers as an option of its own is named by that option."""
     err = exc.errors()[0]
     message = err["msg"].removeprefix("Value error, ")
-    where = ".".join(map(str, err["loc"]))
+    where = ".".join(str(part) for part in err["loc"] if part not in NESTED)
     return f"invalid option {where}: {message}" if where else f"invalid options: {message}"
 
 
@@ -87,11 +88,32 @@ def run_cli(main: Callable[[], int]) -> None:
     raise SystemExit(code)
 
 
-def add_model_options(parser, model_cls) -> None:
-    """One --option per field of a flat pydantic config (pydantic checks the values)."""
+NESTED = ("train",)  # a config's settings of every run it makes: options of their own
+
+
+def _options(model_cls) -> list[tuple[str, object, str | None, object]]:
+    """(option name, field, the nested config it sets or None, its default) for every
+    setting of a config: its own fields, and those of a nested ``NESTED`` config (a demo's
+    ``train``: ``--max-steps`` sets ``train.max_steps``)."""
+    found = []
+    for name, field in model_cls.model_fields.items():
+        if name in NESTED:
+            nested = field.get_default(call_default_factory=True)
+            for sub, sub_field in type(nested).model_fields.items():
+                found.append((sub, sub_field, name, getattr(nested, sub)))
+        else:
+            default = None if field.is_required() else field.get_default(call_default_factory=True)
+            found.append((name, field, None, default))
+    return found
+
+
+def add_model_options(parser, model_cls, skip: tuple[str, ...] = ()) -> None:
+    """One --option per setting of a config (pydantic checks the values)."""
     import typing
 
-    for name, field in model_cls.model_fields.items():
+    for name, field, _, default in _options(model_cls):
+        if name in skip:
+            continue
         flag = "--" + name.replace("_", "-")
         help_text = (field.description or "").replace("%", "%%")  # argparse formats help
         if field.annotation is bool:
@@ -103,8 +125,8 @@ def add_model_options(parser, model_cls) -> None:
         elif field.is_required():
             parser.add_argument(flag, default=None, help=f"{help_text} (required)")
         else:
-            default = str(field.get_default(call_default_factory=True)).replace("%", "%%")
-            parser.add_argument(flag, default=None, help=f"{help_text} (default {default})")
+            shown = str(default).replace("%", "%%")
+            parser.add_argument(flag, default=None, help=f"{help_text} (default {shown})")
 
 
 def model_from_options(model_cls, args):
@@ -115,19 +137,27 @@ def model_from_options(model_cls, args):
 
 def options_given(model_cls, args) -> dict:
     """Only the options the user typed, converted for pydantic; ``none`` for an option that
-    may be empty is None (``--max-rows none``: no cap)."""
+    may be empty is None (``--max-rows none``: no cap). A nested config gets its defaults
+    with the typed options on top; ``--epochs`` alone trains by epochs (a default step count
+    would otherwise decide)."""
     import typing
 
-    values = {}
-    for name, field in model_cls.model_fields.items():
+    values: dict = {}
+    nested: dict[str, dict] = {}
+    for name, field, parent, _ in _options(model_cls):
         value = getattr(args, name, None)
         if value is None:
             continue
         optional = type(None) in typing.get_args(field.annotation)
         if optional and isinstance(value, str) and value.lower() == "none":
-            values[name] = None
-            continue
-        if typing.get_origin(field.annotation) is tuple:
+            value = None
+        elif typing.get_origin(field.annotation) is tuple:
             value = tuple(v.strip() for v in value.split(",") if v.strip())
-        values[name] = value
+        (nested.setdefault(parent, {}) if parent else values)[name] = value
+    for parent, given in nested.items():
+        defaults = model_cls.model_fields[parent].get_default(call_default_factory=True)
+        settings = defaults.model_dump(exclude_unset=True)
+        if "epochs" in given and "max_steps" not in given:
+            settings.pop("max_steps", None)
+        values[parent] = settings | given
     return values

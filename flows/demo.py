@@ -1,6 +1,6 @@
 """The one-command demo: generate -> validate -> shard -> baselines -> train -> evaluate -> report.
 
-    python -m flows.demo                       # small defaults, under 10 minutes on a 2-core CPU
+    python -m flows.demo                       # small defaults, minutes on a laptop CPU
     python -m flows.demo --max-steps 3000 --n-rows 60000 --out-dir runs/demo-big
     python -m flows.demo --epochs 2 --artifacts-url /content/drive/MyDrive/linklm   # copy results
 
@@ -12,7 +12,6 @@ between the baselines and the physics oracle.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 
@@ -36,13 +35,6 @@ from tasks import evaluate as t_eval
 from tasks import storage as t_storage
 
 
-def planned_steps(config: DemoConfig) -> int:
-    """max_steps, or what ``epochs`` comes to (about 80 % of the rows are training rows)."""
-    if not config.epochs:
-        return config.max_steps
-    return max(1, math.ceil(0.8 * config.n_rows * config.epochs / config.batch_size))
-
-
 def configs(config: DemoConfig) -> tuple[DataFlowConfig, TrainConfig, EvalConfig]:
     """The three flows' configs, derived from the demo's few knobs."""
     data_dir = config.out_dir / "data"
@@ -51,19 +43,14 @@ def configs(config: DemoConfig) -> tuple[DataFlowConfig, TrainConfig, EvalConfig
         generation=GenerationConfig(n_rows=config.n_rows, chunk_size=10_000, seed=config.seed),
         artifacts_url=storage.NO_COPY,  # the demo publishes its run folder, not the data
     )
-    steps = planned_steps(config)
+    steps = config.train.planned_steps(train_rows=int(0.8 * config.n_rows))  # ~80 % train
     train = TrainConfig(
+        **config.train.model_dump(),
         artifacts_url=storage.NO_COPY,  # the demo flow publishes the run folder once
         data_dir=data_dir,
         model=config.model,
-        mode=config.mode,
         out_dir=config.out_dir / "train",
         run_name=f"demo-{time.strftime('%Y%m%d-%H%M%S')}",
-        max_steps=-1 if config.epochs else steps,
-        epochs=config.epochs or 1.0,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
         eval_rows=200,
         seed=config.seed,
         **intervals_for(steps),

@@ -27,6 +27,24 @@ def attempt(train_config: TrainConfig, config: ExperimentBase) -> tuple[dict, di
         return experiments.failed_trial(exc), None
 
 
+def trial_config(
+    config: ExperimentBase, settings: dict, out_dir: Path, run_name: str
+) -> TrainConfig:
+    """One trial's training run: ``settings`` (the experiment's TrainSettings under the
+    trial's own) on the experiment's data, model and seed, with 200 validation rows and no
+    checkpoints (a trial is cheap to redo; checkpoints would cost more than they save)."""
+    return TrainConfig(
+        **settings,
+        data_dir=config.data_dir,
+        model=config.model,
+        out_dir=out_dir,
+        run_name=run_name,
+        eval_rows=200,
+        save_steps=10**9,
+        seed=config.seed,
+    )
+
+
 def ensure_data(config: ExperimentBase) -> Path:
     """The dataset folder, built (or resumed) by the data flow when it has no manifest yet."""
     if not (config.data_dir / "manifest.json").exists():

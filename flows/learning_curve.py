@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
-from flows.experiments import ExperimentError, attempt, ensure_data
+from flows.experiments import ExperimentError, attempt, ensure_data, trial_config
 from linklm import atomic
 from linklm.config import LearningCurveConfig, TrainConfig
 from linklm.data import dataset
@@ -30,20 +30,8 @@ RESULT_FILE = "learning_curve.json"
 
 def train_config(config: LearningCurveConfig, size: int, stamp: str) -> TrainConfig:
     """One point's run, under runs/<stamp>/ so a second curve never collides with a first."""
-    return TrainConfig(
-        data_dir=config.data_dir,
-        model=config.model,
-        mode=config.mode,
-        out_dir=config.out_dir / "runs" / stamp,
-        run_name=f"rows-{size}",
-        max_rows=size,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        eval_rows=200,
-        save_steps=10**9,  # a point is cheap to redo; checkpoints would cost more than they save
-        seed=config.seed,
-    )
+    settings = config.train.model_dump() | {"max_rows": size}
+    return trial_config(config, settings, config.out_dir / "runs" / stamp, f"rows-{size}")
 
 
 @flow(name="learning-curve")

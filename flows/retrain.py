@@ -1,6 +1,6 @@
 """The retrain flow: fresh data -> challenger -> frozen test rows -> promote only if better.
 
-    python -m flows.retrain                                    # defaults: 30k fresh rows, 2,000 steps
+    python -m flows.retrain                                    # 30k fresh rows, 2,000 steps
     python -m flows.retrain --data-dir runs/data --metric throughput_mae
     python -m flows.retrain --show-champion                    # what serves now, and why
 
@@ -96,17 +96,14 @@ def fresh_data(config: RetrainConfig) -> tuple[Path, int | None]:
 
 
 def challenger_config(config: RetrainConfig, data_dir: Path, run_name: str) -> TrainConfig:
-    steps = config.max_steps
+    steps = config.train.planned_steps(train_rows=int(0.8 * config.n_rows))
     return TrainConfig(
+        **config.train.model_dump(),
         artifacts_url=storage.NO_COPY,  # retrain publishes the challenger's folder itself
         data_dir=data_dir,
         model=config.model,
-        mode=config.mode,
         out_dir=config.out_dir / "runs",
         run_name=run_name,
-        max_steps=steps,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
         eval_rows=200,
         seed=config.seed,
         **intervals_for(steps),

@@ -4,9 +4,9 @@
     python -m flows.sweep --grid mode=full,lora --grid learning_rate=1e-3,3e-3 --metric top1
     python -m flows.sweep --trial mode=lora,lora_r=16 --trial mode=full --max-steps 600
 
-Settings: mode, learning_rate, lora_r, lora_alpha, epochs, max_steps, batch_size,
-weight_decay, lr_scheduler, channel_weight, throughput_weight. Every trial answers the same
-test rows. Writes sweep.json and report/report.{md,html} under out_dir.
+A trial sets any of the training settings (``linklm.config.TrainSettings``: mode,
+learning_rate, lora_r, epochs, max_steps, batch_size, weight_decay, ...) over the sweep's own
+(``train``). Every trial answers the same test rows. Writes sweep.json and report/report.{md,html} under out_dir.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import time
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
-from flows.cli import ArgumentParser, fail, options_given, run_cli
-from flows.experiments import ExperimentError, attempt, ensure_data
+from flows.cli import ArgumentParser, add_model_options, fail, options_given, run_cli
+from flows.experiments import ExperimentError, attempt, ensure_data, trial_config
 from linklm import atomic
 from linklm.config import SweepConfig, TrainConfig
 from linklm.data import dataset
@@ -32,20 +32,10 @@ RESULT_FILE = "sweep.json"
 
 def train_config(config: SweepConfig, index: int, trial: dict, stamp: str) -> TrainConfig:
     """One trial's run, under runs/<stamp>/ so a second sweep never collides with a first."""
-    settings = {
-        "data_dir": config.data_dir,
-        "model": config.model,
-        "out_dir": config.out_dir / "runs" / stamp,
-        "run_name": f"trial-{index:02d}",
-        "max_rows": config.max_rows,
-        "max_steps": config.max_steps,
-        "eval_rows": 200,
-        "save_steps": 10**9,
-        "seed": config.seed,
-    }
+    settings = config.train.model_dump() | trial
     if "epochs" in trial and "max_steps" not in trial:
         settings["max_steps"] = -1  # an epochs trial means epochs, not the sweep's step cap
-    return TrainConfig(**(settings | trial))
+    return trial_config(config, settings, config.out_dir / "runs" / stamp, f"trial-{index:02d}")
 
 
 @flow(name="sweep")
@@ -112,19 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m flows.sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--grid", action="append", default=[], help="setting=v1,v2,... (repeat)")
     parser.add_argument("--trial", action="append", default=[], help="setting=v,setting=v (repeat)")
-    for name in (
-        "data_dir",
-        "n_rows",
-        "model",
-        "eval_rows",
-        "seed",
-        "out_dir",
-        "max_rows",
-        "max_steps",
-        "metric",
-        "artifacts_url",
-    ):
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None)
+    add_model_options(parser, SweepConfig, skip=("grid", "trials"))
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     plain = {k: v for k, v in vars(args).items() if k not in ("grid", "trial")}
     values = options_given(SweepConfig, argparse.Namespace(**plain))  # --max-rows none: all

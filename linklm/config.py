@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -21,13 +22,16 @@ StratifyColumn = Literal[
 Balance = Literal["none", "oversample", "undersample"]
 Target = Literal["channel", "throughput", "both"]
 
+N_ROWS = 20_000  # a generated dataset's rows unless told otherwise
+MODEL_ROWS = 30_000  # rows drawn where a flow trains the model it reports on (demo, retraining)
+
 
 class GenerationConfig(BaseModel):
     """Everything the bytes of a dataset depend on (and nothing else: not paths, not workers)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    n_rows: int = Field(20_000, gt=0, description="Rows drawn (before balancing).")
+    n_rows: int = Field(N_ROWS, gt=0, description="Rows drawn (before balancing).")
     chunk_size: int = Field(10_000, gt=0, description="Rows per Parquet chunk file.")
     seed: int = Field(0, ge=0)
     stratify_by: tuple[StratifyColumn, ...] = Field(
@@ -123,16 +127,16 @@ def intervals_for(steps: int) -> dict[str, int]:
     }
 
 
-class TrainConfig(BaseModel):
-    """One fine-tuning run: data, model, mode and the knobs of transformers' Trainer."""
+class TrainSettings(BaseModel):
+    """How a model trains: mode, steps, batch, optimiser, loss weights, LoRA, precision.
+
+    ``TrainConfig`` adds where a run reads and writes; a demo, a retraining, a learning curve
+    or a sweep holds one of these (with its own defaults) and hands it to every run it makes.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    data_dir: Path = Field(Path("runs/data"), description="A dataset folder made by the data flow.")
-    model: str = Field("linklm-default", description="Registered name, local folder or hub id.")
     mode: Mode = "full"
-    out_dir: Path = Path("runs/train")
-    run_name: str | None = Field(None, description="Folder under out_dir; default model-mode-time.")
     target: Target = "both"
     max_rows: int | None = Field(None, gt=0, description="Cap on training rows.")
     augment_copies: int = Field(
@@ -149,19 +153,15 @@ class TrainConfig(BaseModel):
     shift_max_db: float = Field(
         5.0, ge=0.1, description="Largest scan shift of those variants (the scan's 0.1 dB grid)."
     )
-    eval_rows: int = Field(500, ge=0, description="Validation rows for the val loss.")
-    epochs: float = Field(1.0, gt=0)
+    epochs: float = Field(1.0, gt=0, description="Passes over the training rows.")
     max_steps: int = Field(-1, description="Steps to train; overrides epochs. -1: by epochs.")
     batch_size: int = Field(32, gt=0)
     grad_accum: int = Field(1, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    warmup_steps: int = Field(100, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    seed: int = 0
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     channel_weight: float = Field(1.0, ge=0, description="Loss weight of the channel token.")
     throughput_weight: float = Field(1.0, ge=0, description="Loss weight of the throughput token.")
-    group_by_length: bool = Field(True, description="Batch rows of similar length (less padding).")
     lora_r: int = Field(8, gt=0)
     lora_alpha: int = Field(16, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
@@ -174,6 +174,39 @@ class TrainConfig(BaseModel):
         description="Compile the model with torch.compile: faster steps after a compile of "
         "about a minute on CPU, so it pays off on long runs only.",
     )
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, steps: int) -> int:
+        if steps == 0 or steps < -1:
+            raise ValueError(f"max_steps must be positive, or -1 to train by epochs: {steps}")
+        return steps
+
+    @model_validator(mode="after")
+    def _one_precision(self) -> TrainSettings:
+        if self.bf16 and self.fp16:
+            raise ValueError("choose one of bf16 and fp16")
+        return self
+
+    def planned_steps(self, train_rows: int) -> int:
+        """max_steps, or what ``epochs`` comes to on ``train_rows`` rows."""
+        if self.max_steps > 0:
+            return self.max_steps
+        return max(1, math.ceil(train_rows * self.epochs / (self.batch_size * self.grad_accum)))
+
+
+class TrainConfig(TrainSettings):
+    """One fine-tuning run: how it trains (``TrainSettings``), on which data, from which
+    model, into which run folder, and the Trainer's intervals."""
+
+    data_dir: Path = Field(Path("runs/data"), description="A dataset folder made by the data flow.")
+    model: str = Field("linklm-default", description="Registered name, local folder or hub id.")
+    out_dir: Path = Path("runs/train")
+    run_name: str | None = Field(None, description="Folder under out_dir; default model-mode-time.")
+    eval_rows: int = Field(500, ge=0, description="Validation rows for the val loss.")
+    seed: int = 0
+    group_by_length: bool = Field(True, description="Batch rows of similar length (less padding).")
+    warmup_steps: int = Field(100, ge=0)
     save_steps: int = Field(200, gt=0)
     save_total_limit: int = Field(2, gt=0)
     eval_steps: int = Field(200, gt=0)
@@ -194,13 +227,7 @@ class TrainConfig(BaseModel):
         return name
 
     @model_validator(mode="after")
-    def _one_precision(self) -> TrainConfig:
-        if self.bf16 and self.fp16:
-            raise ValueError("choose one of bf16 and fp16")
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(
-                f"max_steps must be positive, or -1 to train by epochs: {self.max_steps}"
-            )
+    def _resume_names_a_run(self) -> TrainConfig:
         if self.resume and not self.run_name:
             raise ValueError("resume needs run_name (the run folder to continue)")
         return self
@@ -259,27 +286,14 @@ class DemoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     out_dir: Path = Path("runs/demo")
-    n_rows: int = Field(30_000, gt=0, description="Rows generated (80 % train, 10 % val/test).")
-    seed: int = Field(0, ge=0)
+    n_rows: int = Field(MODEL_ROWS, gt=0, description="Rows generated (80 % train, 10 % val/test).")
+    seed: int = Field(0, ge=0, description="Seed of the data, the training and the baselines.")
     model: str = Field("linklm-default", description="Registered name, local folder or hub id.")
-    mode: Mode = "full"
-    max_steps: int = Field(
-        3000,
-        gt=0,
-        description="Training steps (batch_size rows each); docs/benchmarks.md has what more "
-        "steps buy.",
-    )
-    batch_size: int = Field(32, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(
-        0.3,
-        ge=0,
-        description="AdamW weight decay, against memorising the training rows.",
+    train: TrainSettings = Field(
+        TrainSettings(max_steps=3000, weight_decay=0.3),
+        description="How the demo's model trains (docs/benchmarks.md has what the defaults buy).",
     )
     eval_rows: int = Field(1000, gt=0, description="Test rows the model and baselines answer.")
-    epochs: float | None = Field(
-        None, gt=0, description="Passes over the training rows; replaces max_steps when set."
-    )
     artifacts_url: str | None = Field(
         None,
         description="Folder or fsspec URL (a mounted Drive, file://, s3://, gs://) the results are "
@@ -299,7 +313,7 @@ class ExperimentBase(BaseModel):
     data_dir: Path = Field(
         Path("runs/data"), description="Dataset folder; built by the data flow if missing."
     )
-    n_rows: int = Field(20_000, gt=0, description="Rows to generate when data_dir is missing.")
+    n_rows: int = Field(N_ROWS, gt=0, description="Rows to generate when data_dir is missing.")
     model: str = Field("linklm-default", description="Registered name, local folder or hub id.")
     eval_rows: int = Field(1000, gt=0, description="Test rows every trained model answers.")
     seed: int = 0
@@ -315,10 +329,10 @@ class LearningCurveConfig(ExperimentBase):
 
     out_dir: Path = Path("runs/learning-curve")
     sizes: tuple[int, ...] = Field((1000, 3000, 10_000), description="Training rows per point.")
-    mode: Mode = "full"
-    epochs: float = Field(3.0, gt=0, description="Passes over each size's rows.")
-    batch_size: int = Field(32, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
+    train: TrainSettings = Field(
+        TrainSettings(epochs=3.0),
+        description="How each point trains; its max_rows is the point's size.",
+    )
 
     @field_validator("sizes")
     @classmethod
@@ -328,19 +342,7 @@ class LearningCurveConfig(ExperimentBase):
         return value
 
 
-SWEEPABLE = (
-    "mode",
-    "learning_rate",
-    "lora_r",
-    "lora_alpha",
-    "epochs",
-    "max_steps",
-    "batch_size",
-    "weight_decay",
-    "lr_scheduler",
-    "channel_weight",
-    "throughput_weight",
-)
+SWEEPABLE = tuple(TrainSettings.model_fields)  # what a trial may set
 
 
 class SweepConfig(ExperimentBase):
@@ -354,8 +356,10 @@ class SweepConfig(ExperimentBase):
     trials: list[dict] = Field(
         default_factory=list, description="Explicit trials (used instead of grid when given)."
     )
-    max_rows: int | None = Field(10_000, gt=0, description="Training rows per trial.")
-    max_steps: int = Field(300, description="Steps per trial unless a trial sets its own.")
+    train: TrainSettings = Field(
+        TrainSettings(max_rows=10_000, max_steps=300),
+        description="How every trial trains, under the settings the trial itself sets.",
+    )
     metric: Metric = "top1"
 
     @model_validator(mode="after")
@@ -369,7 +373,7 @@ class SweepConfig(ExperimentBase):
                 raise ValueError(
                     f"cannot sweep {sorted(unknown)}; sweepable settings: {list(SWEEPABLE)}"
                 )
-            TrainConfig(**trial)  # every value must be a valid setting
+            TrainSettings(**trial)  # every value must be a valid setting
         return self
 
     def expanded(self) -> list[dict]:
@@ -450,16 +454,15 @@ class RetrainConfig(BaseModel):
     data_dir: Path | None = Field(
         None, description="Pick up this dataset folder instead of generating fresh data."
     )
-    n_rows: int = Field(30_000, gt=0, description="Rows of fresh data when data_dir is None.")
+    n_rows: int = Field(MODEL_ROWS, gt=0, description="Rows of fresh data when data_dir is None.")
     data_seed: int | None = Field(
         None, ge=0, description="Seed of the fresh data; None: a new one from the clock."
     )
     out_dir: Path = Field(Path("runs/retrain"), description="Fresh data and challenger runs.")
     model: str = Field("linklm-default", description="Registered name, local folder or hub id.")
-    mode: Mode = "full"
-    max_steps: int = Field(2000, gt=0)
-    batch_size: int = Field(32, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
+    train: TrainSettings = Field(
+        TrainSettings(max_steps=2000), description="How every challenger trains."
+    )
     seed: int = 0
     metric: Metric = Field(
         "top1_ranked", description="What a challenger must beat the champion on."

@@ -82,3 +82,8 @@ def artifact_keys() -> set[str]:
 
     with get_client(sync_client=True) as client:
         return {a.key for a in client.read_artifacts() if a.key}
+
+
+# a few hundred rows, batches of 16 and a quick learning rate: the default model moves in
+# a few dozen steps, which is what a test of training needs (resume, kills, saves)
+TINY_TRAINING = {"batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 2, "max_rows": 800}

@@ -194,20 +194,20 @@ def test_colab_worker_reads_secrets_without_printing_them():
 
 
 def test_demo_notebook_config_cell_makes_a_valid_demo_config():
-    from linklm.config import DemoConfig
+    from linklm.config import DemoConfig, TrainSettings
 
     nb = json.loads((ROOT / "notebooks" / "demo.ipynb").read_text())
     cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
     settings: dict = {}
     exec(_code(cells[0]), settings)  # the top config cell
     config = DemoConfig(
-        mode=settings["MODE"],
         n_rows=settings["N_ROWS"],
-        epochs=settings["EPOCHS"],
-        batch_size=settings["BATCH_SIZE"],
+        train=TrainSettings(
+            mode=settings["MODE"], epochs=settings["EPOCHS"], batch_size=settings["BATCH_SIZE"]
+        ),
         out_dir=settings["OUT_DIR"],
     )
-    assert config.epochs and config.n_rows > 0
+    assert config.train.epochs and config.n_rows > 0
     assert sum("demo_flow(" in "".join(c["source"]) for c in cells) == 1
 
 

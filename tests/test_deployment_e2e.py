@@ -31,7 +31,7 @@ SERVER_START_S = 120
 DEPLOY_S = 300
 RUN_S = 480
 DEPLOYMENTS = {"data", "train", "evaluate", "learning-curve", "sweep", "demo", "retrain", "predict"}
-TINY_DEMO = {"n_rows": 1500, "max_steps": 6, "batch_size": 16, "eval_rows": 40}
+TINY_DEMO = {"n_rows": 1500, "train": {"max_steps": 6, "batch_size": 16}, "eval_rows": 40}
 
 
 def free_port() -> int:

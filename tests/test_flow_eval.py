@@ -9,7 +9,7 @@ import pytest
 from conftest import artifact_keys, run_module
 from prefect import get_client
 
-from linklm.config import EvalConfig, LearningCurveConfig, SweepConfig, TrainConfig
+from linklm.config import EvalConfig, LearningCurveConfig, SweepConfig, TrainConfig, TrainSettings
 from linklm.evaluation import evaluate, metrics, report
 from linklm.model import examples, training
 
@@ -88,7 +88,10 @@ def test_demo_flow_end_to_end_with_tiny_sizes(prefect_harness, tmp_path):
     from linklm.config import DemoConfig
 
     config = DemoConfig(
-        out_dir=tmp_path / "demo", n_rows=1500, max_steps=6, batch_size=16, eval_rows=40
+        out_dir=tmp_path / "demo",
+        n_rows=1500,
+        train=TrainSettings(max_steps=6, batch_size=16),
+        eval_rows=40,
     )
     state = demo_flow(config, return_state=True)
     result = state.result()
@@ -107,8 +110,7 @@ def test_learning_curve_flow_one_point_per_size(prefect_harness, small_dataset, 
         data_dir=small_dataset,
         out_dir=tmp_path / "lc",
         sizes=(64, 256),
-        epochs=1,
-        batch_size=32,
+        train=TrainSettings(epochs=1, batch_size=32),
         eval_rows=40,
     )
     summary = learning_curve_flow(config)
@@ -134,7 +136,10 @@ def test_a_learning_curve_whose_every_point_fails_says_why(
     if torch.cuda.is_available():
         pytest.skip("qlora trains here")
     config = LearningCurveConfig(
-        data_dir=small_dataset, out_dir=tmp_path / "lc", sizes=(64, 128), mode="qlora"
+        data_dir=small_dataset,
+        out_dir=tmp_path / "lc",
+        sizes=(64, 128),
+        train=TrainSettings(mode="qlora"),
     )
     with pytest.raises(ExperimentError, match="every point failed; the first: mode qlora needs"):
         learning_curve_flow(config)
@@ -148,8 +153,7 @@ def test_sweep_flow_ranks_trials_by_the_metric(prefect_harness, small_dataset, t
         data_dir=small_dataset,
         out_dir=tmp_path / "sweep",
         grid={"mode": ["full", "lora"]},
-        max_rows=200,
-        max_steps=4,
+        train=TrainSettings(max_rows=200, max_steps=4),
         eval_rows=40,
         metric="top1_ranked",  # ranking always answers; greedy answers may not parse yet
     )

@@ -10,7 +10,12 @@ from linklm.config import RetrainConfig
 from linklm.data import dataset
 from linklm.serving import registry, storage
 
-TINY = {"frozen_rows": 1500, "n_rows": 1500, "max_steps": 4, "batch_size": 16, "eval_rows": 40}
+TINY = {
+    "frozen_rows": 1500,
+    "n_rows": 1500,
+    "train": {"max_steps": 4, "batch_size": 16},
+    "eval_rows": 40,
+}
 
 
 def test_retrain_promotes_only_a_better_challenger(prefect_harness, tmp_path):

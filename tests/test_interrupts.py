@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, TINY_TRAINING
 from safetensors.torch import load_file
 
 from flows import train as train_flow_module
@@ -27,16 +27,7 @@ from linklm.config import DataFlowConfig, GenerationConfig, TrainConfig
 from linklm.model import runs, training
 
 GEN = GenerationConfig(n_rows=30_000, chunk_size=500, seed=9)  # 60 chunks
-TRAIN_OPTIONS = dict(
-    max_steps=60,
-    batch_size=16,
-    learning_rate=3e-3,
-    warmup_steps=2,
-    logging_steps=5,
-    save_steps=5,
-    eval_rows=0,
-    max_rows=800,
-)
+TRAIN_OPTIONS = TINY_TRAINING | dict(max_steps=60, logging_steps=5, save_steps=5, eval_rows=0)
 
 
 def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_TRAINING
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
@@ -21,22 +22,17 @@ from linklm.model.formats import PromptFormat
 
 
 def _config(data_dir, out_dir, **kw) -> TrainConfig:
-    base = dict(
+    base = TINY_TRAINING | dict(
         data_dir=data_dir,
         out_dir=out_dir,
         run_name="run",
         max_steps=24,
-        batch_size=16,
-        learning_rate=3e-3,
-        warmup_steps=2,
         logging_steps=4,
         eval_steps=12,
         save_steps=12,
         eval_rows=64,
-        max_rows=800,
     )
-    base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig(**base | kw)
 
 
 def test_default_model_is_a_normal_checkpoint_with_number_tokens():

@@ -60,7 +60,8 @@ def learning_curve_markdown(
         for r in references
     ]
     return (
-        f"# Learning curve: {config.model} ({config.mode}), {config.epochs:g} epochs per size\n\n"
+        f"# Learning curve: {config.model} ({config.train.mode}), "
+        f"{config.train.epochs:g} epochs per size\n\n"
         f"Every point is evaluated on the same {test_rows:,} test rows.\n\n"
         + summaries.table(["train rows", *summaries.TRIAL_HEADER], rows)
         + "\n## Reference lines\n\n"
