@@ -69,7 +69,7 @@ class SplitConfig(BaseModel):
 
     train: float = Field(0.8, gt=0, lt=1)
     val: float = Field(0.1, ge=0, lt=1)
-    # v2: the whole salt is hashed (v1's hash read its first 8 bytes, so v1 and v2 collided)
+    # the whole salt is hashed: salts that share a prefix split the rows differently
     salt: str = Field("linklm-split-v2", description="Changes every assignment when changed.")
 
     @model_validator(mode="after")
