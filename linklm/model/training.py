@@ -575,11 +575,9 @@ def train(
 ) -> dict:
     """Run one training job end to end; returns the run summary (also in run.json), or
     where it stopped. Checks the run first (``start``) unless it was just started."""
-    if config.model_dump_json() in _started:
-        _started.discard(config.model_dump_json())
-    else:
+    if config.model_dump_json() not in _started:
         config = start(config)
-        _started.discard(config.model_dump_json())
+    _started.discard(config.model_dump_json())  # taken: the next train() of it checks again
     run_dir = run_dir_of(config)
     if config.dry_run:
         prepared = steps.prepare(config, token)
