@@ -36,7 +36,7 @@ def predict_flow(config: PredictConfig = PredictConfig()) -> dict:  # noqa: B008
     logger = get_run_logger()
     predictor = t.load(config, secrets.hf_token())
     prediction = t.answer(predictor, config.input, config.split)
-    output = t.write(prediction, config.output)
+    output = t.write(prediction, config.output, config.input)
     summary = prediction.summary(output)
     for problem in prediction.problems.head(20).to_dicts():
         logger.warning(
@@ -76,7 +76,7 @@ def _answer_stdin(config: PredictConfig) -> int:
     )
     prediction = predictor.predict_source("-")
     if "output" in config.model_fields_set and config.output != "-":
-        predict_io.write_answers(prediction.rows, config.output)
+        predict_io.write_answers(prediction.rows, config.output, config.input)
     else:
         for row in prediction.rows.to_dicts():
             print(json.dumps(row))
@@ -89,16 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     add_model_options(parser, PredictConfig)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     config = model_from_options(PredictConfig, args)
-    # fail before Prefect starts: an unknown or damaged model, an input that is not there
-    # or lacks a column, an output that cannot be written; 'champion' is read from the
-    # registry once, here, and the run it names is the one served
+    # fail before Prefect starts, and before anything loads: an output that would replace
+    # the input or cannot be written, an unknown or damaged model, an input that is not
+    # there or lacks a column; 'champion' is read from the registry once, here, and the run
+    # it names is the one served
+    if config.input != "-" or "output" in config.model_fields_set:
+        predict_io.check_output(config.output, config.input)
     config = config.model_copy(
         update={"model": predict.without_champion(config.model, config.registry)}
     )
     models.resolve(predict.model_folder(config.model))
     predict.check_source(config.input)
-    if config.input != "-" or "output" in config.model_fields_set:
-        predict_io.check_output(config.output)
     if config.input == "-":
         return _answer_stdin(config)
     summary = predict_flow(config)

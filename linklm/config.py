@@ -186,6 +186,11 @@ class TrainSettings(BaseModel):
     def _one_precision(self) -> TrainSettings:
         if self.bf16 and self.fp16:
             raise ValueError("choose one of bf16 and fp16")
+        if self.channel_weight == 0 and self.throughput_weight == 0:
+            raise ValueError(
+                "channel_weight and throughput_weight are both 0: the loss would be 0 and "
+                "nothing would be learned; give one of them a weight"
+            )
         return self
 
     def planned_steps(self, train_rows: int) -> int:

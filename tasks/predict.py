@@ -38,8 +38,8 @@ def answer(predictor: predict.Predictor, source: str, split: str) -> predict.Pre
     retries=2,
     retry_condition_fn=only_transient,
 )
-def write(prediction: predict.Prediction, output: str) -> str:
-    return predict_io.write_answers(prediction.rows, output)
+def write(prediction: predict.Prediction, output: str, source: str) -> str:
+    return predict_io.write_answers(prediction.rows, output, source)
 
 
 @task(name="assemble-upload", cache_policy=NO_CACHE, persist_result=False)

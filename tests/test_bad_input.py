@@ -815,3 +815,25 @@ def test_a_blank_input_skips_that_link_only(clean_text, row, column):
     assert set(problems["row"]) == {row}
     assert valid.height == 29
     assert problems.filter(pl.col("check") == "missing")["column"].to_list() == [column]
+
+
+def test_predict_never_writes_its_answers_over_its_input(tiny_run, tmp_path, capsys, no_flow):
+    """--output naming the input (the same path, a link to it, or the path spelt another
+    way) is refused before anything loads, and the input keeps every byte."""
+    import os
+
+    links = tmp_path / "links.csv"
+    links.write_text("link_distance_m\n1200\n")
+    before = links.read_bytes()
+    os.link(links, tmp_path / "hard.csv")
+    (tmp_path / "soft.csv").symlink_to(links)
+    (tmp_path / "sub").mkdir()
+    for output in ("links.csv", "hard.csv", "soft.csv", "sub/../links.csv"):
+        argv = ["--model", str(tiny_run), "--input", str(links)]
+        code, line = _call(predict_cli.main, [*argv, "--output", str(tmp_path / output)], capsys)
+        assert code == 2 and "this is the input" in line, (output, line)
+    assert links.read_bytes() == before
+    # a flow started from the UI writes through the library, which refuses it as well
+    with pytest.raises(SchemaError, match="this is the input"):
+        predict_io.write_answers(pl.DataFrame({"a": [1]}), str(tmp_path / "hard.csv"), str(links))
+    assert links.read_bytes() == before

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_TRAINING
+from pydantic import ValidationError
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
@@ -558,3 +559,19 @@ def test_tokens_per_second_of_a_validation_log_leaves_the_validation_out(caplog)
     (message,) = [r.getMessage() for r in caplog.records]
     rate = float(message.rsplit(", ", 1)[1].split()[0].replace(",", ""))
     assert 190 < rate <= 200, message  # 1,000 tokens over 5 s, not over 10
+
+
+def test_a_diverged_training_is_an_error_and_saves_no_run(small_dataset, tmp_path):
+    config = _config(
+        small_dataset, tmp_path, learning_rate=1000, weight_decay=0.3, logging_steps=1, eval_rows=0
+    )
+    with pytest.raises(training.TrainingError, match="training diverged; lower learning_rate"):
+        training.train(config)
+    assert not (tmp_path / "run" / "run.json").exists()
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_loss_weights_that_are_both_zero_are_refused():
+    with pytest.raises(ValidationError, match="both 0"):
+        TrainConfig(channel_weight=0, throughput_weight=0)
+    TrainConfig(channel_weight=0)  # the throughput alone still learns

@@ -473,6 +473,12 @@ def load(
         )
     if missing:
         log.warning("%s: %d tensor(s) not in the weights, newly initialised", source, len(missing))
+    broken = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if broken is not None:  # 4-bit weights are packed integers: finite by construction
+        raise ModelError(
+            f"{name_or_path}: weight {broken} holds NaN or infinite values (a training that "
+            f"diverged, or weights damaged in place): it cannot answer{fix}"
+        )
     folder = Path(source)
     if folder.exists() and not (folder / PROMPT_FILE).exists() and _has_number_tokens(tokenizer):
         raise ModelError(

@@ -12,6 +12,7 @@ resolved config, the dataset's SHA256, library and git versions, and the loss hi
 from __future__ import annotations
 
 import logging
+import math
 import resource
 import subprocess
 import sys
@@ -176,6 +177,22 @@ class ProgressLog(TrainerCallback):
         if tokens:
             parts.append(f"{tokens / seconds:,.0f} tokens/s")
         log.info(", ".join(parts))
+
+
+class StopWhenDiverged(TrainerCallback):
+    """A training or validation loss that is NaN or infinite ends the run with an error
+    naming the step and the setting to change: a diverged run's weights answer nothing, and
+    a run saved from them would report success."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for name in ("loss", "eval_loss"):
+            value = (logs or {}).get(name)
+            if value is not None and not math.isfinite(value):
+                raise TrainingError(
+                    f"step {state.global_step}: the {name.replace('_', ' ')} is {value}, so "
+                    f"training diverged; lower learning_rate (now {args.learning_rate:g}, "
+                    "--learning-rate) or the loss weights, and train again"
+                )
 
 
 class SaveSettings(TrainerCallback):
@@ -343,6 +360,7 @@ def training_arguments(
         prediction_loss_only=True,
         remove_unused_columns=False,
         report_to="none",
+        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN: StopWhenDiverged sees it
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
         include_num_input_tokens_seen="non_padding",
@@ -365,7 +383,12 @@ def build_trainer(
         eval_dataset=prepared.eval_set,
         data_collator=examples.LeftPadCollator(prepared.tokenizer.pad_token_id),
         processing_class=prepared.tokenizer,
-        callbacks=[progress, SavePromptFormat(prepared.prompt_format), *callbacks],
+        callbacks=[
+            progress,
+            StopWhenDiverged(),
+            SavePromptFormat(prepared.prompt_format),
+            *callbacks,
+        ],
         token_weights=token_weights(prepared.tokenizer, config, prepared.prompt_format.kind),
     )
     trainer.remove_callback(PrinterCallback)  # ProgressLog says the same through logging
@@ -451,6 +474,13 @@ def save_run(
     history.json, into the run's folder. ``token`` reloads a hub base for the merge."""
     run_dir = run_dir_of(config)
     model = trainer.model
+    broken = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if broken is not None:
+        raise TrainingError(
+            f"{run_dir}: weight {broken} holds NaN or infinite values after step "
+            f"{trainer.state.global_step}, so training diverged; nothing was saved; lower "
+            f"learning_rate (now {config.learning_rate:g}, --learning-rate) and train again"
+        )
     model_dir = run_dir / "model"
     with atomic.atomic_dir(model_dir) as tmp:
         if config.mode in ("lora", "qlora"):

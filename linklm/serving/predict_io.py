@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -29,11 +30,30 @@ def check_protocol(url: str) -> None:
         raise SchemaError(f"{url}: cannot open {protocol}:// ({first_line(exc)})") from None
 
 
-def check_output(output: str) -> None:
+def is_same_file(output: str, source: str) -> bool:
+    """True when writing ``output`` would replace ``source``: the same path or URL, or a
+    link to it (a hard link, a symbolic link, a path spelt another way)."""
+    if "-" in (output, source):
+        return False
+    out, src = local_path(output), local_path(source)
+    if out is None or src is None:
+        return output.rstrip("/") == source.rstrip("/")
+    if out.exists() and src.exists():
+        return os.path.samefile(out, src)
+    return out.resolve() == src.resolve()
+
+
+def check_output(output: str, source: str | None = None) -> None:
     """Before any answer is computed: an output that could not be written (a folder, a
-    URL whose filesystem package is missing)."""
+    URL whose filesystem package is missing), or that is the input ``source`` itself (the
+    answers would replace the links they answer)."""
     if output == "-":
         return
+    if source is not None and is_same_file(output, source):
+        raise SchemaError(
+            f"{output}: this is the input ({source}); the answers would replace the links "
+            "they answer, so give --output another file"
+        )
     path = local_path(output)
     if path is None:
         check_protocol(output)
@@ -56,9 +76,10 @@ def _bytes(frame: pl.DataFrame, suffix: str) -> bytes:
     return buffer.getvalue()
 
 
-def write_answers(frame: pl.DataFrame, output: str) -> str:
-    """Write to a local path (temp + rename), an fsspec URL, or '-' (stdout as CSV)."""
-    check_output(output)
+def write_answers(frame: pl.DataFrame, output: str, source: str | None = None) -> str:
+    """Write to a local path (temp + rename), an fsspec URL, or '-' (stdout as CSV); never
+    over ``source``, the input the answers came from."""
+    check_output(output, source)
     if output == "-":
         sys.stdout.write(frame.write_csv())
         return output
