@@ -837,3 +837,17 @@ def test_predict_never_writes_its_answers_over_its_input(tiny_run, tmp_path, cap
     with pytest.raises(SchemaError, match="this is the input"):
         predict_io.write_answers(pl.DataFrame({"a": [1]}), str(tmp_path / "hard.csv"), str(links))
     assert links.read_bytes() == before
+
+
+def test_a_semicolon_delimited_csv_is_named_as_such(small_dataset, tmp_path):
+    """A spreadsheet's semicolon CSV reads as one column: the error says why, not only that
+    every column is missing."""
+    from linklm.data import validate
+
+    chunk = next((small_dataset / "chunks").glob("*.parquet"))
+    path = tmp_path / "links.csv"
+    to_seed_csv_frame(pl.read_parquet(chunk).head(5)).write_csv(path, separator=";")
+    with pytest.raises(SchemaError, match="semicolon-delimited"):
+        validate.validate_path(path)
+    with pytest.raises(SchemaError, match="semicolon-delimited"):
+        predict.check_source(str(path))

@@ -38,6 +38,23 @@ PROBLEM_SCHEMA = {
 }
 
 
+DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def delimiter_hint(columns: list[str]) -> str:
+    """'' unless a CSV's header read as one column holds another delimiter (a semicolon, as
+    spreadsheets in many locales write): then what to do about it, for the error message."""
+    if len(columns) != 1:
+        return ""
+    found = [name for sep, name in DELIMITERS.items() if sep in columns[0]]
+    if not found:
+        return ""
+    return (
+        f" (its header is one column split by {found[0]}s: the file is {found[0]}-delimited, "
+        "and DATA_SPEC.md's CSV is comma-delimited; save it with commas)"
+    )
+
+
 def check_columns(columns: list[str], source: str) -> None:
     """Missing or extra columns are a schema error for the whole file; order is not."""
     missing = [c for c in schema.COLUMNS if c not in columns]
@@ -52,7 +69,8 @@ def check_columns(columns: list[str], source: str) -> None:
         if duplicated:
             parts.append(f"duplicated column(s) {duplicated}")
         raise SchemaError(
-            f"{source}: {'; '.join(parts)}; DATA_SPEC.md has exactly {len(schema.COLUMNS)} columns"
+            f"{source}: {'; '.join(parts)}; DATA_SPEC.md has exactly {len(schema.COLUMNS)} "
+            f"columns{delimiter_hint(columns)}"
         )
 
 
@@ -83,7 +101,9 @@ def read_csv_text(path: Path) -> pl.DataFrame:
     try:
         frame = without_trailing_blank_lines(pl.read_csv(raw, infer_schema=False))
     except pl.exceptions.PolarsError as exc:
-        raise SchemaError(f"{path}: not a readable CSV ({first_line(exc)})") from None
+        header = raw.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+        hint = delimiter_hint([header]) if "," not in header else ""
+        raise SchemaError(f"{path}: not a readable CSV ({first_line(exc)}){hint}") from None
     check_columns(frame.columns, str(path))
     if frame.height == 0:
         raise SchemaError(f"{path}: header only, no rows")

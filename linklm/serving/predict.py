@@ -81,7 +81,7 @@ def _require_input_columns(columns: list[str], source: str) -> None:
     if missing:
         raise SchemaError(
             f"{source}: missing input column(s) {missing}; DATA_SPEC.md's inputs are "
-            f"{list(schema.INPUT_COLUMNS)}"
+            f"{list(schema.INPUT_COLUMNS)}{reader.delimiter_hint(columns)}"
         )
 
 
