@@ -441,6 +441,13 @@ def load_tokenizer(source: str, token: str | None = None):
     return tokenizer
 
 
+def non_finite_weight(model: torch.nn.Module) -> str | None:
+    """The name of the first weight holding NaN or infinite values, or None: a diverged
+    training or damaged weights, which would answer nothing (4-bit weights are packed
+    integers, finite by construction)."""
+    return next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+
+
 def load(
     name_or_path: str,
     dtype: torch.dtype = torch.float32,
@@ -473,8 +480,8 @@ def load(
         )
     if missing:
         log.warning("%s: %d tensor(s) not in the weights, newly initialised", source, len(missing))
-    broken = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
-    if broken is not None:  # 4-bit weights are packed integers: finite by construction
+    broken = non_finite_weight(model)
+    if broken is not None:
         raise ModelError(
             f"{name_or_path}: weight {broken} holds NaN or infinite values (a training that "
             f"diverged, or weights damaged in place): it cannot answer{fix}"

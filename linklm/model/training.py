@@ -474,7 +474,7 @@ def save_run(
     history.json, into the run's folder. ``token`` reloads a hub base for the merge."""
     run_dir = run_dir_of(config)
     model = trainer.model
-    broken = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    broken = models.non_finite_weight(model)
     if broken is not None:
         raise TrainingError(
             f"{run_dir}: weight {broken} holds NaN or infinite values after step "
