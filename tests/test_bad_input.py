@@ -621,6 +621,10 @@ def test_a_huge_field_in_a_link_to_predict_skips_that_link_only(good_text):
 # --- 4. corrupt model state: one line naming the file and the fix, nothing overwritten ------
 
 
+def _edit_json(path: Path, **changes) -> None:
+    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 3)])
 
@@ -650,6 +654,28 @@ DAMAGE = {
         "model.safetensors",
         flip_last_byte,
         "model.safetensors: SHA256 ",
+    ),
+    # valid edits that load and answer wrong (#38: 94.9 % fell to 67.9, 3.5, 38, 74, 92.7 %):
+    # only the SHA256 recorded at training shows them
+    "linklm_prompt.json edited": (
+        "linklm_prompt.json",
+        lambda p: _edit_json(p, scan_channels=16),
+        "linklm_prompt.json: SHA256 ",
+    ),
+    "config.json edited": (
+        "config.json",
+        lambda p: _edit_json(p, final_logit_softcapping=3.0),
+        "config.json: SHA256 ",
+    ),
+    "tokenizer.json tokens swapped": (
+        "tokenizer.json",
+        lambda p: p.write_text(p.read_text().replace('"c5180"', '"c5XXX"')),
+        "tokenizer.json: SHA256 ",
+    ),
+    "added_tokens.json added": (
+        "added_tokens.json",
+        lambda p: p.write_text('{"c9999": 7}'),
+        "added_tokens.json: not in run.json (added since training)",
     ),
     "linklm_prompt.json missing": ("linklm_prompt.json", Path.unlink, "linklm_prompt.json: miss"),
     "linklm_prompt.json garbled": (
@@ -716,7 +742,7 @@ def test_weights_without_tensors_are_refused_not_initialised_at_random(
     run.json has no weight hashes here (as runs made before they were recorded), which would
     name the change first."""
     record = json.loads((damaged_copy / "run.json").read_text())
-    del record[models.WEIGHTS_KEY]
+    del record[models.FILES_KEY]
     (damaged_copy / "run.json").write_text(json.dumps(record))
     weights = damaged_copy / "model" / "model.safetensors"
     weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")

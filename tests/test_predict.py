@@ -234,10 +234,10 @@ def test_publish_dry_run_folder_loads_back(run_dir, seed_csv, tmp_path):
         publish.weights_dir(run_dir, adapter=True)
     with pytest.raises(publish.PublishError, match="no Hugging Face token"):
         publish.push(folder, "me/x", True, None)
-    # the folder carries run.json's weight hashes: a changed byte is named before a push, and
+    # the folder carries run.json's file hashes: a changed byte is named before a push, and
     # where a Hub download of it is loaded
     run = json.loads((run_dir / "run.json").read_text())
-    assert json.loads((folder / "run.json").read_text())["weights_sha256"] == run["weights_sha256"]
+    assert json.loads((folder / "run.json").read_text())["files_sha256"] == run["files_sha256"]
     flip_last_byte(folder / "model.safetensors")
     named = r"model\.safetensors: SHA256 .* != run\.json .*changed since training.*assemble it"
     with pytest.raises(models.ModelError, match=named):
@@ -402,7 +402,7 @@ def test_weights_damaged_to_nan_are_named_not_printed_as_scores(
     tensors = {k: torch_nan_like(v) for k, v in load_file(weights).items()}
     save_file(tensors, weights, metadata={"format": "pt"})
     record = json.loads((damaged / "run.json").read_text())
-    record[models.WEIGHTS_KEY]["model"] = models.weight_hashes(weights.parent)
+    record[models.FILES_KEY]["model"] = models.file_hashes(weights.parent)
     (damaged / "run.json").write_text(json.dumps(record))
     argv = ["--model", str(damaged), "--input", str(seed_csv), "--output", str(tmp_path / "a.csv")]
     with pytest.raises(SystemExit) as exit_:

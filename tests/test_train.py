@@ -169,17 +169,17 @@ def test_lora_merged_weights_equal_the_adapter_model(small_dataset, tmp_path):
     }
     training.save_run(config, prepared, trainer, seconds)  # as the save task's retry would
     assert {f: (run / f).read_bytes() for f in first} == first
-    recorded = json.loads((run / "run.json").read_text())[models.WEIGHTS_KEY]
-    assert recorded == {
-        "model": {
-            "model.safetensors": hashlib.sha256(first["model/model.safetensors"]).hexdigest()
-        },
-        "adapter": {
-            "adapter_model.safetensors": hashlib.sha256(
-                first["adapter/adapter_model.safetensors"]
-            ).hexdigest()
-        },
-    }
+    recorded = json.loads((run / "run.json").read_text())[models.FILES_KEY]
+    for sub in ("model", "adapter"):  # every file: weights, config, tokenizer, prompt format
+        files = sorted(p.name for p in (run / sub).iterdir())
+        assert sorted(recorded[sub]) == files and "linklm_prompt.json" in files
+        assert all(
+            recorded[sub][f] == hashlib.sha256((run / sub / f).read_bytes()).hexdigest()
+            for f in files
+        )
+    assert recorded["model"]["model.safetensors"] == hashlib.sha256(
+        first["model/model.safetensors"]
+    ).hexdigest()
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
     adapter = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "run" / "adapter")
     ids = torch.tensor([[2, 4, 6, 10, 20, 30]])

@@ -307,7 +307,11 @@ def _safetensors_problem(path: Path) -> str | None:
     return None
 
 
-WEIGHTS_KEY = "weights_sha256"  # in run.json: {"model": {file: sha256}, "adapter": {...}}
+FILES_KEY = "files_sha256"  # in run.json: {"model": {file: sha256}, "adapter": {...}}
+# Runs saved before every file was recorded hashed their weights only, under this key.
+WEIGHTS_KEY = "weights_sha256"
+# Files an upload folder (or its Hub download) holds besides the model's own.
+UPLOAD_EXTRAS = frozenset({RUN_FILE, "README.md", "metrics.json", ".gitattributes"})
 
 
 def _weight_paths(folder: Path) -> list[Path]:
@@ -319,16 +323,18 @@ def _weight_paths(folder: Path) -> list[Path]:
     return weights
 
 
-def weight_hashes(folder: Path) -> dict[str, str]:
-    """SHA256 of each weights file in a saved model folder, by file name (training records
-    them in run.json so a file changed afterwards, even a well-formed one, is caught)."""
-    return {p.name: sha256_file(p) for p in _weight_paths(folder) if p.is_file()}
+def file_hashes(folder: Path) -> dict[str, str]:
+    """SHA256 of every file of a saved model folder, by name. Training records them in
+    run.json: the weights, and as much the config, tokenizer and prompt format, whose valid
+    edits (a rope_theta, a swapped token, scan_channels) load and answer wrong."""
+    return {p.name: sha256_file(p) for p in sorted(Path(folder).iterdir()) if p.is_file()}
 
 
-def _recorded_hashes(folder: Path) -> dict[str, str]:
-    """What the run's run.json recorded for this folder: beside it for a run's model/ or
-    adapter/, inside it for an upload folder or its Hub download (copied from the run's
-    model/, or adapter/ when it holds an adapter). {} for runs made before hashes were
+def _recorded_hashes(folder: Path) -> tuple[dict[str, str], bool]:
+    """What the run's run.json recorded for this folder, and whether that is every file (or
+    the weights alone, as runs saved before did): beside it for a run's model/ or adapter/,
+    inside it for an upload folder or its Hub download (copied from the run's model/, or
+    adapter/ when it holds an adapter). ({}, False) for runs made before hashes were
     recorded, for folders of no run and for a run.json that does not read (the card and
     publish name that)."""
     if _upload(folder):
@@ -338,14 +344,19 @@ def _recorded_hashes(folder: Path) -> dict[str, str]:
         record, name = folder.parent / RUN_FILE, folder.name
     try:
         run = json.loads(record.read_text())
-        recorded = run.get(WEIGHTS_KEY, {}).get(name, {})
+        every_file = FILES_KEY in run
+        recorded = run.get(FILES_KEY if every_file else WEIGHTS_KEY, {}).get(name, {})
     except (ValueError, OSError, AttributeError):
-        return {}
-    return recorded if isinstance(recorded, dict) else {}
+        return {}, False
+    return (recorded, every_file) if isinstance(recorded, dict) else ({}, False)
 
 
 def _hash_problem(folder: Path) -> str | None:
-    for name, expected in _recorded_hashes(folder).items():
+    recorded, every_file = _recorded_hashes(folder)
+    extra_names = UPLOAD_EXTRAS if _upload(folder) else frozenset()
+    for name, expected in recorded.items():
+        if name in extra_names:  # an adapter's README.md: the upload's is the model card
+            continue
         if not (folder / name).is_file():
             return f"{folder / name}: missing"
         digest = sha256_file(folder / name)
@@ -354,6 +365,11 @@ def _hash_problem(folder: Path) -> str | None:
                 f"{folder / name}: SHA256 {digest[:12]}... != {RUN_FILE} {str(expected)[:12]}... "
                 "(changed since training)"
             )
+    if every_file and recorded:
+        extras = {p.name for p in folder.iterdir() if p.is_file()} - set(recorded)
+        extras -= extra_names
+        if extras:
+            return f"{folder / min(extras)}: not in {RUN_FILE} (added since training)"
     return None
 
 

@@ -515,8 +515,8 @@ def save_run(
         "final_eval_loss": eval_losses[-1] if eval_losses else None,
         "peak_memory_mb": trainer.progress.peak_memory or peak_memory_mb(),
         "versions": versions(),
-        models.WEIGHTS_KEY: {
-            sub: models.weight_hashes(run_dir / sub)
+        models.FILES_KEY: {
+            sub: models.file_hashes(run_dir / sub)
             for sub in ("model", "adapter")
             if (run_dir / sub).is_dir()
         },

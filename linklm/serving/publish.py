@@ -94,19 +94,24 @@ def assemble(run_dir: Path, out_dir: Path | None = None, adapter: bool = False) 
         for item in source.iterdir():
             if item.is_file():
                 shutil.copy2(item, tmp / item.name)
-        if (tmp / ADAPTER_CONFIG).exists():
-            _name_hub_base(tmp / ADAPTER_CONFIG, card.hub_base_model(run))
+        record = json.loads((run_dir / RUN_FILE).read_text())
+        if (tmp / ADAPTER_CONFIG).exists() and _name_hub_base(
+            tmp / ADAPTER_CONFIG, card.hub_base_model(run)
+        ):  # the upload's run.json records the file as uploaded
+            hashes = record.get(models.FILES_KEY, {}).get("adapter")
+            if isinstance(hashes, dict) and ADAPTER_CONFIG in hashes:
+                hashes[ADAPTER_CONFIG] = atomic.sha256_file(tmp / ADAPTER_CONFIG)
         # the card of what is uploaded: an adapter's says so in its library header
         upload_card = card.render(run_dir, adapter=(tmp / ADAPTER_CONFIG).exists())
         (tmp / card.CARD_FILE).write_text(upload_card)
-        shutil.copy2(run_dir / RUN_FILE, tmp / RUN_FILE)
+        (tmp / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
         metrics = card.latest_metrics(run_dir)
         if metrics is not None:
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return out_dir
 
 
-def _name_hub_base(adapter_config: Path, hub_id: str | None) -> None:
+def _name_hub_base(adapter_config: Path, hub_id: str | None) -> bool:
     """peft records the folder the adapter trained on as its base, a path that means nothing
     on the Hub; where the base has a hub id, that is written in instead. (For
     gemma-3-270m-gguf that is google/gemma-3-270m, whose Q4_K_M quantisation the adapter
@@ -115,6 +120,7 @@ def _name_hub_base(adapter_config: Path, hub_id: str | None) -> None:
         settings = json.loads(adapter_config.read_text())
         settings["base_model_name_or_path"] = hub_id
         adapter_config.write_text(json.dumps(settings, indent=2) + "\n")
+    return bool(hub_id)
 
 
 def local_base(folder: Path) -> str | None:
