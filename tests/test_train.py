@@ -177,9 +177,10 @@ def test_lora_merged_weights_equal_the_adapter_model(small_dataset, tmp_path):
             recorded[sub][f] == hashlib.sha256((run / sub / f).read_bytes()).hexdigest()
             for f in files
         )
-    assert recorded["model"]["model.safetensors"] == hashlib.sha256(
-        first["model/model.safetensors"]
-    ).hexdigest()
+    assert (
+        recorded["model"]["model.safetensors"]
+        == hashlib.sha256(first["model/model.safetensors"]).hexdigest()
+    )
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
     adapter = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "run" / "adapter")
     ids = torch.tensor([[2, 4, 6, 10, 20, 30]])
