@@ -618,6 +618,35 @@ def test_a_huge_field_in_a_link_to_predict_skips_that_link_only(good_text):
     assert problems.select("row", "column", "check").rows() == [(3, "spectral_scan_dbm", "size")]
 
 
+def test_a_run_is_not_scored_on_rows_it_trained_on(tiny_run, small_dataset, tmp_path, capsys):
+    """The same dataset, its shards written again with other fractions (the data flow with
+    --train-fraction 0.1): its test split now holds rows the run trained on. Scored, they
+    gave 97.5 % where the true test figure was 94.5 %. Refused, with the split, unless the
+    train split is asked for on purpose (then the result counts them)."""
+    from linklm.config import PromptConfig, SplitConfig
+    from linklm.data import shards
+
+    resplit = tmp_path / "resplit"
+    shutil.copytree(small_dataset, resplit)
+    shards.write_shards(resplit, SplitConfig(train=0.1, val=0.1), PromptConfig())
+    config = EvalConfig(model=str(tiny_run), data_dir=resplit, max_rows=20, rank=False)
+    named = r"of the 20 test rows are rows .* trained on: .*train 0.8, val 0.1"
+    with pytest.raises(evaluate.EvaluationError, match=named):
+        evaluate.evaluate(config.model_copy(update={"out_dir": tmp_path / "eval"}))
+    assert not (tmp_path / "eval").exists()
+    argv = ["--model", str(tiny_run), "--data-dir", str(resplit), "--max-rows", "20"]
+    code, line = _call(evaluate_cli.main, argv, capsys)
+    assert code == 2 and "rows" in line and "trained on" in line and "write the shards" in line
+    own = evaluate.evaluate(
+        config.model_copy(update={"data_dir": small_dataset, "out_dir": tmp_path / "own"})
+    )
+    assert own["rows_trained_on"] == 0  # its own split: no overlap
+    on_purpose = evaluate.evaluate(
+        config.model_copy(update={"split": "train", "out_dir": tmp_path / "train"})
+    )
+    assert on_purpose["rows_trained_on"] == 20
+
+
 # --- 4. corrupt model state: one line naming the file and the fix, nothing overwritten ------
 
 

@@ -121,12 +121,24 @@ def test_each_cpu_mode_trains_and_its_loss_falls(small_dataset, tmp_path, mode):
     assert training.peak_memory_mb()["rss"] > after_training.peak_at_end + 300  # it did lift it
     assert (saved["peak_memory_mb"]["gpu"] is None) == (not torch.cuda.is_available())
     # what a --resume starts from, and the data it must continue on
-    assert runs.saved_config(run) == saved["config"] | {runs.DATASET_KEY: saved["dataset_sha256"]}
+    assert runs.saved_config(run) == saved["config"] | {
+        runs.DATASET_KEY: saved["dataset_sha256"],
+        examples.SPLIT_KEY: saved["split"],
+    }
+    assert saved["split"] == SplitConfig().model_dump() | {
+        "train_ids_sha256": saved["split"]["train_ids_sha256"]
+    }
     # a resume: the saved settings, with the ones given again on top
     given = TrainConfig(out_dir=tmp_path, run_name="run", learning_rate=0.5, resume=True)
     resumed = runs.resumed(given)
     assert resumed.mode == mode and resumed.learning_rate == 0.5 and resumed.resume
     assert resumed.data_dir == small_dataset and resumed.max_rows == config.max_rows
+    if mode == "full":  # the same data split another way would train on other rows
+        resplit = tmp_path / "resplit"
+        shutil.copytree(small_dataset, resplit)
+        shards.write_shards(resplit, SplitConfig(train=0.1, val=0.1), PromptConfig())
+        with pytest.raises(LinkLMError, match=r"split the rows otherwise \(train 0.1, val 0.1"):
+            runs.resumed(given.model_copy(update={"data_dir": resplit}))
     history = json.loads((run / "history.json").read_text())
     assert any("eval_loss" in h for h in history)
     # tokens/s is training's alone: the validation passes' seconds are counted apart

@@ -8,6 +8,7 @@ so ``prompt + answer`` is exactly what the template renders for the whole conver
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -52,6 +53,39 @@ def split_config_of(data_dir: Path) -> SplitConfig:
         ) from None
 
 
+SPLIT_KEY = "split"  # in run.json and the run's config file: the split a run trained on
+
+
+def split_record(data_dir: Path, manifest: dict) -> dict:
+    """The split a training reads from ``data_dir``: its fractions and salt, and the SHA256
+    of the ids it puts in training (sorted, as little-endian uint64). Recorded in run.json,
+    so an evaluation on the same dataset split another way, which would score the model on
+    rows it trained on, is refused (``training_rows_among``)."""
+    config = split_config_of(data_dir)
+    ids = _all_ids(data_dir, manifest).to_numpy()
+    train = np.sort(ids[shards.split_of(ids, config) == "train"]).astype("<u8")
+    return config.model_dump() | {"train_ids_sha256": hashlib.sha256(train.tobytes()).hexdigest()}
+
+
+def training_rows_among(run: dict, manifest: dict, ids: pl.Series) -> int | None:
+    """How many of ``ids`` (rows of the dataset ``manifest`` describes) the run could have
+    trained on: those its recorded split put in training, where the dataset is the one it
+    trained on. None where that cannot be known (a run saved before splits were recorded);
+    0 for another dataset (its ids name other rows)."""
+    record = run.get(SPLIT_KEY)
+    if not isinstance(record, dict):
+        return None
+    if run.get("dataset_sha256") != manifest["dataset_sha256"]:
+        return 0
+    config = SplitConfig(**{k: record[k] for k in ("train", "val", "salt")})
+    return int((shards.split_of(ids.to_numpy(), config) == "train").sum())
+
+
+def _all_ids(data_dir: Path, manifest: dict) -> pl.Series:
+    paths = [str(p) for p in dataset.chunk_paths(Path(data_dir), manifest)]
+    return pl.scan_parquet(paths).select("scenario_id").collect()["scenario_id"]
+
+
 def split_rows(
     data_dir: Path, split: str, max_rows: int | None = None, manifest: dict | None = None
 ) -> pl.DataFrame:
@@ -63,7 +97,7 @@ def split_rows(
     data_dir = Path(data_dir)
     manifest = manifest or dataset.require_intact(data_dir)
     rows = pl.scan_parquet([str(p) for p in dataset.chunk_paths(data_dir, manifest)])
-    ids = rows.select("scenario_id").collect()["scenario_id"]
+    ids = _all_ids(data_dir, manifest)
     chosen = ids.filter(
         pl.Series(shards.split_of(ids.to_numpy(), split_config_of(data_dir)) == split)
     )

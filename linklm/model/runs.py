@@ -106,7 +106,10 @@ def resumed(config: TrainConfig) -> TrainConfig:
                 "run_name"
             )
         return config
+    from linklm.model import examples  # torch and datasets: only where a run resumes
+
     trained_on = started.pop(DATASET_KEY, None)
+    split_before = started.pop(examples.SPLIT_KEY, None)
     try:
         before = TrainConfig(**started)
     except ValidationError as exc:
@@ -134,7 +137,19 @@ def resumed(config: TrainConfig) -> TrainConfig:
             f"({trained_on[:12]}...); a resume continues on the same data: give that dataset's "
             "data_dir, or train a new run_name"
         )
+    split_now = examples.split_record(after.data_dir, dataset.read_manifest(after.data_dir))
+    if split_before is not None and split_now != split_before:
+        raise TrainingError(
+            f"{after.data_dir}: its shards split the rows otherwise ({_split_text(split_now)}) "
+            f"than when run {run_dir.name} started ({_split_text(split_before)}); a resume "
+            "continues on the same training rows: write the shards with that split again, or "
+            "train a new run_name"
+        )
     return after
+
+
+def _split_text(split: dict) -> str:
+    return f"train {split['train']}, val {split['val']}, salt {split['salt']!r}"
 
 
 def _checkpoints(run_dir: Path) -> list[Path]:

@@ -229,6 +229,7 @@ class Prepared:
     eval_set: object | None
     manifest: dict
     source: str
+    split: dict  # examples.split_record: the split trained on, recorded in run.json
 
 
 def qlora_compute_dtype(config: TrainConfig, native_bf16: bool | None = None) -> torch.dtype:
@@ -323,7 +324,14 @@ def prepare(config: TrainConfig, token: str | None = None) -> Prepared:
         else:
             log.warning("%s: the validation split is empty, no validation loss", config.data_dir)
     return Prepared(
-        model, loaded.tokenizer, prompt_format, train_set, eval_set, manifest, loaded.source
+        model,
+        loaded.tokenizer,
+        prompt_format,
+        train_set,
+        eval_set,
+        manifest,
+        loaded.source,
+        examples.split_record(config.data_dir, manifest),
     )
 
 
@@ -505,6 +513,7 @@ def save_run(
         "config": config.model_dump(mode="json"),
         "base_model": prepared.source,
         "dataset_sha256": prepared.manifest["dataset_sha256"],
+        examples.SPLIT_KEY: prepared.split,
         "train_rows": len(prepared.train_set),
         "steps": trainer.state.global_step,
         "train_seconds": round(seconds, 1),
@@ -534,7 +543,10 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     for stray in atomic.sweep_temp_files(run_dir):  # fit runs under the run's lock
         log.warning("%s: half-written by an interrupted run, removed", stray)
-    settings = config.model_dump(mode="json") | {DATASET_KEY: prepared.manifest["dataset_sha256"]}
+    settings = config.model_dump(mode="json") | {
+        DATASET_KEY: prepared.manifest["dataset_sha256"],
+        examples.SPLIT_KEY: prepared.split,
+    }
     callbacks = [SaveSettings(run_dir / CONFIG_FILE, settings), *callbacks]
     trainer = build_trainer(config, prepared, run_dir, callbacks)
     if torch.cuda.is_available():
