@@ -18,6 +18,7 @@ import json
 import os
 import sys
 
+import polars as pl
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -45,6 +46,8 @@ def predict_flow(config: PredictConfig = PredictConfig()) -> dict:  # noqa: B008
             problem["column"],
             problem["message"],
         )
+    for row in prediction.out_of_range().head(20).to_dicts():
+        logger.warning("answered, out of range: scenario_id %s: %s", *row.values())
     create_markdown_artifact(
         key="predict-summary",
         markdown=summaries.prediction_markdown(config.model, config.input, summary),
@@ -65,6 +68,14 @@ def _print_problems(prediction: predict.Prediction) -> None:
             f"skipped scenario_id {p['scenario_id']} (row {p['row']}): {p['column']}: {p['message']}",
             file=sys.stderr,
         )
+    _print_out_of_range(prediction.out_of_range())
+
+
+def _print_out_of_range(rows: pl.DataFrame) -> None:
+    for scenario_id, reason in rows.head(20).iter_rows():
+        print(f"answered, out of range: scenario_id {scenario_id}: {reason}", file=sys.stderr)
+    if rows.height > 20:
+        print(f"... and {rows.height - 20} more (the out_of_range column)", file=sys.stderr)
 
 
 def _answer_stdin(config: PredictConfig) -> int:
@@ -72,7 +83,13 @@ def _answer_stdin(config: PredictConfig) -> int:
     from HF_TOKEN only), printed as JSON lines unless --output names a file."""
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
     predictor = predict.Predictor(
-        config.model, config.batch_size, config.fallback, token, config.registry, config.top_k
+        config.model,
+        config.batch_size,
+        config.fallback,
+        token,
+        config.registry,
+        config.top_k,
+        config.strict,
     )
     prediction = predictor.predict_source("-")
     if "output" in config.model_fields_set and config.output != "-":
@@ -106,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     print(  # to stderr when the answers themselves went to stdout
         f"{summary['answered']} rows answered ({summary['from_model']} by the model, "
         f"{summary['from_fallback']} by the fallback, {summary['unusable']} unusable), "
-        f"{summary['skipped']} skipped for bad inputs -> {summary['output']}",
+        f"{summary['skipped']} skipped for bad inputs, {summary['out_of_range']} out of the "
+        f"model's range (out_of_range column) -> {summary['output']}",
         file=sys.stderr if config.output == "-" else sys.stdout,
     )
     if summary["skipped"]:

@@ -424,6 +424,11 @@ class PredictConfig(BaseModel):
         description="Ranked candidate channels written per row (candidate_1..k); a row with "
         "fewer available channels leaves the last ones empty.",
     )
+    strict: bool = Field(
+        False,
+        description="Skip, as bad inputs, the links outside what the model saw (answered by "
+        "default, with the reason in the out_of_range column).",
+    )
 
     @field_validator("top_k")
     @classmethod

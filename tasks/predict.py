@@ -22,7 +22,13 @@ from tasks.retry import only_transient
 )
 def load(config: PredictConfig, token: str | None) -> predict.Predictor:
     return predict.Predictor(
-        config.model, config.batch_size, config.fallback, token, config.registry, config.top_k
+        config.model,
+        config.batch_size,
+        config.fallback,
+        token,
+        config.registry,
+        config.top_k,
+        config.strict,
     )
 
 

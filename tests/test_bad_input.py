@@ -354,6 +354,7 @@ def test_default_output_columns_are_unchanged(predictor, small_dataset):
         "valid",
         "source",
         "raw",
+        "out_of_range",  # added last (2026-12-07), so readers by position are unaffected
     ]
     assert predict._empty_answers().columns == rows.columns
 

@@ -414,3 +414,40 @@ def test_weights_damaged_to_nan_are_named_not_printed_as_scores(
 
 def torch_nan_like(tensor):
     return tensor.clone().fill_(float("nan")) if tensor.is_floating_point() else tensor
+
+
+def test_links_outside_what_the_model_saw_are_marked_or_refused(
+    run_dir, seed_csv, monkeypatch, capsys
+):
+    """Legal inputs the generator never makes: a scan reading 42.7 dB above the floor (the
+    prompt clips it at 25.5) and a Fresnel clearance of 5 % on an open link. Answered with
+    the reason in out_of_range and counted in the summary; refused with --strict."""
+    text = pl.read_csv(seed_csv, infer_schema=False).head(4)
+    scan = json.loads(text["spectral_scan_dbm"][0])
+    scan[next(iter(scan))] = float(text["noise_floor_dbm"][0]) + 42.7
+    fresnel = text["fresnel_clear_pct"].to_list()
+    text = text.with_columns(
+        pl.Series("spectral_scan_dbm", [json.dumps(scan), *text["spectral_scan_dbm"][1:]]),
+        pl.Series("fresnel_clear_pct", [fresnel[0], "5", *fresnel[2:]]),
+    )
+    predictor = predict.Predictor(str(run_dir), fallback="heuristic")  # every row answered
+    result = predictor.predict(text)
+    reasons = result.rows[predict.OUT_OF_RANGE].to_list()
+    assert reasons[0].startswith("spectral_scan_dbm: a reading is more than 25.5 dB above")
+    assert reasons[1].startswith("fresnel_clear_pct: outside the generator's range")
+    assert reasons[2:] == [None, None]
+    summary = result.summary("answers.csv")
+    assert summary["out_of_range"] == 2 and summary["skipped"] == 0 and not result.failed
+    strict = predict.Predictor(str(run_dir), fallback="heuristic", strict=True).predict(text)
+    assert strict.rows["scenario_id"].to_list() == result.rows["scenario_id"].to_list()[2:]
+    assert strict.problems["row"].unique().sort().to_list() == [0, 1]
+    assert all(m.endswith("(refused: --strict)") for m in strict.problems["message"])
+    # the CLI says so on stderr, and --strict makes it exit 1 with both links skipped
+    lines = "\n".join(json.dumps(r) for r in text.to_dicts())
+    for argv, code in (([], 0), (["--strict"], 1)):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(lines.encode())))
+        argv = ["--model", str(run_dir), "--input", "-", "--fallback", "heuristic", *argv]
+        assert predict_cli.main(argv) == code
+        err = capsys.readouterr().err
+        assert ("answered, out of range: scenario_id" in err) == (code == 0)
+        assert ("refused: --strict" in err) == (code == 1)

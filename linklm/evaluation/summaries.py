@@ -244,7 +244,8 @@ def prediction_markdown(model: str, source: str, summary: dict) -> str:
     """A batch prediction's counts (``Prediction.summary``) as the run's artifact shows them."""
     rows = [
         (k.replace("_", " "), summary[k])
-        for k in ("answered", "from_model", "from_fallback", "unusable", "skipped")
+        for k in ("answered", "from_model", "from_fallback", "unusable", "skipped", "out_of_range")
+        if k in summary
     ]
     return f"# Predictions of {model}\n\n`{source}` -> `{summary['output']}`\n\n" + table(
         ["rows", "count"], rows

@@ -216,10 +216,20 @@ def read_links_text(source: str) -> pl.DataFrame:
     return _text_of_csv(data, source)
 
 
-def parse_links(text: pl.DataFrame, source: str = "input") -> tuple[pl.DataFrame, pl.DataFrame]:
+OUT_OF_RANGE = "out_of_range"  # answers column: why a row lies outside what the model saw
+
+
+def parse_links(
+    text: pl.DataFrame, source: str = "input", strict: bool = False
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(valid typed rows, problems of the skipped rows) from text cells.
 
     Only input columns are checked; a missing input column is an error for the whole input.
+    A legal input outside what the generator makes (a scan level far above the floor, a
+    Fresnel clearance its environment never has) is answered, but with the reason in the
+    rows' ``out_of_range`` column: the model never saw such a link, and its confident answer
+    can be nonsense (319.9 Mbps where the physics gives 1.8). With ``strict`` those rows are
+    skipped as bad inputs instead.
     """
     if any(dtype != pl.String for dtype in text.dtypes):  # a typed frame, e.g. from Parquet
         # only the columns it reads: any other (a datetime, a struct) is ignored, not encoded
@@ -243,9 +253,25 @@ def parse_links(text: pl.DataFrame, source: str = "input") -> tuple[pl.DataFrame
     typed, parse_problems = reader.parse_text_frame(filled.select(schema.COLUMNS))
     problems = rules.check_frame(typed, parse_problems)
     keep = set(schema.INPUT_COLUMNS) | {"scenario_id"}
-    errors = problems.filter(pl.col("column").is_in(list(keep)) & (pl.col("severity") == "error"))
+    problems = problems.filter(pl.col("column").is_in(list(keep)))
+    if strict:
+        problems = problems.with_columns(
+            pl.when(pl.col("severity") == "warning")
+            .then(pl.col("message") + " (refused: --strict)")
+            .otherwise(pl.col("message"))
+            .alias("message"),
+            severity=pl.lit("error"),
+        )
+    errors = problems.filter(pl.col("severity") == "error")
     bad = errors["row"].unique()
     valid = typed.filter(~pl.col("_row").is_in(bad.implode()))
+    reasons = (
+        problems.filter(pl.col("severity") == "warning")
+        .group_by("row", maintain_order=True)
+        .agg((pl.col("column") + ": " + pl.col("message")).str.join("; ").alias(OUT_OF_RANGE))
+        .rename({"row": "_row"})
+    )
+    valid = valid.join(reasons, on="_row", how="left", maintain_order="left")
     return valid, errors
 
 
@@ -293,6 +319,12 @@ class Prediction:
         """True when a row was skipped or a row has no usable answer (no fallback)."""
         return self.problems.height > 0 or bool((self.rows["source"] == "none").any())
 
+    def out_of_range(self) -> pl.DataFrame:
+        """scenario_id and reason of each answered row outside what the model saw."""
+        return self.rows.filter(pl.col(OUT_OF_RANGE).is_not_null()).select(
+            "scenario_id", OUT_OF_RANGE
+        )
+
     def skipped_ids(self) -> list:
         return self.problems["scenario_id"].unique(maintain_order=True).to_list()
 
@@ -312,6 +344,8 @@ class Prediction:
             "from_fallback": int(rows["source"].is_in(["heuristic", "ranked"]).sum()),
             "unusable": int((rows["source"] == "none").sum()),
             "skipped": self.skipped_rows,
+            # answered, but outside what the model saw: the answers' out_of_range says why
+            "out_of_range": int(rows[OUT_OF_RANGE].is_not_null().sum()),
             "skipped_ids": self.skipped_ids()[:1000],
             "failed": self.failed,
         }
@@ -328,8 +362,10 @@ class Predictor:
         token: str | None = None,
         registry_path: Path | None = None,
         top_k: int = TOP_K,
+        strict: bool = False,
     ):
         check_top_k(top_k)  # before the model loads
+        self.strict = strict
         self.model_name = model
         self.loaded = models.load(model_folder(model, registry_path), token=token)
         self.batch_size = batch_size
@@ -388,11 +424,15 @@ class Predictor:
         out["valid"] = valid
         out["source"] = source.tolist()
         out["raw"] = [r.replace("<pad>", "").strip() for r in greedy.raw]
+        # last, so a reader of the earlier columns by position is unaffected
+        out[OUT_OF_RANGE] = (
+            rows[OUT_OF_RANGE] if OUT_OF_RANGE in rows.columns else [None] * rows.height
+        )
         return pl.DataFrame(out)
 
     def predict(self, text: pl.DataFrame, source: str = "input") -> Prediction:
         """Check the text rows, answer the valid ones, report the rest."""
-        rows, problems = parse_links(text, source)
+        rows, problems = parse_links(text, source, self.strict)
         answered = self.answer(rows) if rows.height else _empty_answers(self.top_k)
         return Prediction(answered, problems)
 
@@ -428,4 +468,5 @@ def _empty_answers(top_k: int = TOP_K) -> pl.DataFrame:
         columns[f"candidate_{k + 1}_mhz"] = pl.Int64
         columns[f"candidate_{k + 1}_score"] = pl.Float64
     columns |= {"valid": pl.Boolean, "source": pl.String, "raw": pl.String}
+    columns |= {OUT_OF_RANGE: pl.String}
     return pl.DataFrame(schema=columns)
