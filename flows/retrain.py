@@ -151,21 +151,22 @@ def challenge(
 
 def champion_scores(
     config: RetrainConfig, run_dir: Path, current: dict
-) -> tuple[str | None, dict | None]:
-    """(the champion's id, its metrics on the frozen rows now; None when it cannot answer)."""
+) -> tuple[str | None, dict | None, str | None]:
+    """(the champion's id, its metrics on the frozen rows now, or None when it cannot be
+    scored, and why)."""
     record = current["champion"]
     if record is None:
-        return None, None
+        return None, None, None
     logger = get_run_logger()
     try:
         champion_dir = registry.champion_run_dir(config.registry, current)
     except registry.RegistryError as exc:
         logger.warning("%s", exc)
-        return record["id"], None
+        return record["id"], None, str(exc)
     metrics, error = score_on_frozen(config, str(champion_dir), run_dir / "eval-champion")
     if error:
         logger.warning("champion %s: %s", record["id"], error)
-    return record["id"], metrics
+    return record["id"], metrics, error or None
 
 
 def lineage(config: RetrainConfig, train_config: TrainConfig, data: Path, seed, frozen) -> dict:
@@ -194,9 +195,10 @@ def retrain_flow(config: RetrainConfig = RetrainConfig()) -> dict:  # noqa: B008
     run_dir = config.out_dir / "runs" / run_name
     summary, metrics, error = challenge(config, train_config, run_dir)
     if metrics:
-        champion_id, champion_metrics = champion_scores(config, run_dir, current)
+        champion_id, champion_metrics, champion_error = champion_scores(config, run_dir, current)
     else:  # a failed challenger is out already: no need to score the champion
         champion_id, champion_metrics = (current["champion"] or {}).get("id"), None
+        champion_error = None
     published = None
     if summary:
         published = t_storage.publish_folder(run_dir, config.artifacts_url, "retrain", run_name)
@@ -210,16 +212,21 @@ def retrain_flow(config: RetrainConfig = RetrainConfig()) -> dict:  # noqa: B008
         "champion_score": (champion_metrics or {}).get(config.metric),
         "metrics": metrics,
         "champion_metrics": champion_metrics,
+        "champion_error": champion_error,
         "lineage": lineage(config, train_config, data_dir, seed, frozen),
         "artifacts": published,
     }
-    entry = t_registry.record_decision(config.registry, outcome, champion_id, frozen)
+    entry = t_registry.record_decision(
+        config.registry, outcome, champion_id, frozen, config.replace_unscorable_champion
+    )
     logger.info("%s: %s (%s)", run_name, entry["decision"], entry["reason"])
     url = storage.artifacts_url(config.artifacts_url)
     if url:
         storage.publish_file(config.registry, storage.join(url, "registry", config.registry.name))
     if entry["decision"] == "failed":
         raise RetrainError(f"{run_name}: {error}; the champion ({champion_id}) is unchanged")
+    if entry["decision"] == "blocked":
+        raise RetrainError(f"{run_name}: champion {champion_id}: {entry['reason']}")
     return entry
 
 

@@ -478,6 +478,11 @@ class RetrainConfig(BaseModel):
         "top1_ranked", description="What a challenger must beat the champion on."
     )
     eval_rows: int = Field(1000, gt=0, description="Frozen test rows every model answers.")
+    replace_unscorable_champion: bool = Field(
+        False,
+        description="Let a scored challenger replace a champion that cannot be scored (its "
+        "run folder gone or damaged); without it such a run fails and names the champion.",
+    )
     artifacts_url: str | None = Field(
         None,
         description="Folder or fsspec URL the challenger's run and the registry are copied to; "

@@ -17,9 +17,15 @@ from linklm.serving import registry
 
 
 @task(name="record-decision", cache_policy=NO_CACHE, persist_result=False)
-def record_decision(path: Path, outcome: dict, champion_seen: str | None, frozen: dict) -> dict:
+def record_decision(
+    path: Path,
+    outcome: dict,
+    champion_seen: str | None,
+    frozen: dict,
+    replace_unscorable: bool = False,
+) -> dict:
     """Decide under the registry lock, write it, and publish the decision and the history."""
-    entry = registry.record_decision(path, outcome, champion_seen, frozen)
+    entry = registry.record_decision(path, outcome, champion_seen, frozen, replace_unscorable)
     create_markdown_artifact(
         key="retrain-decision",
         markdown=registry.decision_markdown(entry),

@@ -72,9 +72,23 @@ def test_retrain_promotes_only_a_better_challenger(prefect_harness, tmp_path):
     assert [e["decision"] for e in saved["history"]] == ["promoted", "kept", "failed"]
     assert saved["champion"]["id"] == first["id"] and saved["history"][-1]["error"]
 
+    # A champion whose run folder is gone can never be compared: before, every retrain said
+    # "kept" and exited 0 forever. Now the run fails naming it and the way out, which works.
+    champion_dir = registry.champion_run_dir(config.registry)
+    champion_dir.rename(champion_dir.with_name("moved-away"))
+    state = retrain_flow(config, return_state=True)
+    assert state.is_failed() and "could not be scored" in state.message
+    assert "--replace-unscorable-champion" in state.message and first["id"] in state.message
+    assert registry.read(config.registry)["history"][-1]["decision"] == "blocked"
+    assert registry.champion(config.registry)["id"] == first["id"]
+    replaced = retrain_flow(config.model_copy(update={"replace_unscorable_champion": True}))
+    assert replaced["decision"] == "promoted" and "replaces it" in replaced["reason"]
+    assert registry.champion(config.registry)["id"] == replaced["id"]
+    champion_dir.with_name("moved-away").rename(champion_dir)
+
     assert {"retrain-decision", "registry-history", "retrain-artifacts"} <= artifact_keys()
     copy = shared / "retrain" / first["id"]
     assert storage.read_index(copy.as_uri())["files"]
     assert (copy / "eval-frozen" / "report" / "report.html").exists()
     published = json.loads((shared / "registry" / "registry.json").read_text())
-    assert published["champion"]["id"] == first["id"] and len(published["history"]) == 3
+    assert published["champion"]["id"] == replaced["id"] and len(published["history"]) == 5

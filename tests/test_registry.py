@@ -51,7 +51,11 @@ def test_an_error_over_fewer_answered_rows_does_not_win():
 def test_a_champion_without_a_usable_answer_loses_but_an_unscored_one_stays():
     scored = decide("throughput_mae", 70.0, None, True, 1.0, 0.0, champion_scored=True)
     assert scored.promote and "champion gave no usable answer" in scored.reason
-    assert not decide("throughput_mae", 70.0, None, True, 1.0, None).promote
+    unscored = decide("throughput_mae", 70.0, None, True, 1.0, None, champion_error="gone")
+    assert not unscored.promote and unscored.blocked  # an error with the way out, not a quiet keep
+    assert "(gone)" in unscored.reason and "--replace-unscorable-champion" in unscored.reason
+    replaced = decide("throughput_mae", 70.0, None, True, 1.0, None, replace_unscorable=True)
+    assert replaced.promote and "replaces it" in replaced.reason
 
 
 def test_coverage_reads_the_share_the_metric_rests_on():

@@ -44,6 +44,9 @@ class RegistryError(LinkLMError):
 class Decision:
     promote: bool
     reason: str
+    # kept only because the champion cannot be scored: no challenger could ever be promoted,
+    # so the retrain run fails and says how to get out
+    blocked: bool = False
 
 
 def _usable(score: float | None) -> bool:
@@ -63,12 +66,16 @@ def decide(
     challenger_coverage: float | None = None,
     champion_coverage: float | None = None,
     champion_scored: bool = False,
+    champion_error: str | None = None,
+    replace_unscorable: bool = False,
 ) -> Decision:
     """Promote the challenger or keep the champion; the reason is written to the registry.
 
     ``*_coverage`` are the shares of rows each answered usably (``coverage``);
     ``champion_scored`` says the champion's evaluation ran (its score may still be None:
-    it gave no usable answer)."""
+    it gave no usable answer); ``champion_error`` why it could not be scored at all, and
+    ``replace_unscorable`` lets a scored challenger replace such a champion (the way out
+    when its run is gone for good)."""
     if not _usable(challenger):
         return Decision(
             False, f"the challenger has no {metric} score (it failed or never answered)"
@@ -88,10 +95,21 @@ def decide(
                 f"the champion gave no usable answer for {metric} on the frozen test rows; "
                 f"the challenger scores {challenger:.4g}",
             )
+        why = f" ({champion_error})" if champion_error else ""
+        if replace_unscorable:
+            return Decision(
+                True,
+                f"the champion could not be scored on the frozen test rows{why}; the scored "
+                f"challenger ({metric} {challenger:.4g}) replaces it, as "
+                "--replace-unscorable-champion asks",
+            )
         return Decision(
             False,
-            f"the champion could not be scored on the frozen test rows; it is kept until it "
-            f"can be compared (challenger {metric} {challenger:.4g})",
+            f"the champion could not be scored on the frozen test rows{why}, so no challenger "
+            f"can be compared with it (this one: {metric} {challenger:.4g}) and none will be "
+            "promoted; restore the champion's run folder, or re-run with "
+            "--replace-unscorable-champion to let a scored challenger replace it",
+            blocked=True,
         )
     direction = "lower" if metric in LOWER_IS_BETTER else "higher"
     fewer = (
@@ -205,7 +223,13 @@ def check_frozen(registry: dict, frozen: dict, path: Path = DEFAULT_PATH) -> Non
         )
 
 
-def record_decision(path: Path, outcome: dict, champion_seen: str | None, frozen: dict) -> dict:
+def record_decision(
+    path: Path,
+    outcome: dict,
+    champion_seen: str | None,
+    frozen: dict,
+    replace_unscorable: bool = False,
+) -> dict:
     """Decide and write one retraining outcome; returns the history entry written.
 
     ``outcome`` holds the challenger (id, run_dir, metric, scores, lineage, status) and the
@@ -235,6 +259,8 @@ def record_decision(path: Path, outcome: dict, champion_seen: str | None, frozen
                 coverage(metric, outcome.get("metrics")),
                 coverage(metric, outcome.get("champion_metrics")),
                 champion_scored=outcome.get("champion_metrics") is not None,
+                champion_error=outcome.get("champion_error"),
+                replace_unscorable=replace_unscorable,
             )
         entry = outcome | {
             "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -254,6 +280,8 @@ def record_decision(path: Path, outcome: dict, champion_seen: str | None, frozen
 def _label(decision: Decision, outcome: dict) -> str:
     if decision.promote:
         return "promoted"
+    if decision.blocked:
+        return "blocked"
     return "failed" if outcome.get("status") == "failed" else "kept"
 
 
