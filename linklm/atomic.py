@@ -119,9 +119,55 @@ def claim_folder(folder: str | os.PathLike, busy: Callable[[Path], Exception]) -
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    file_lock = FileLock(str(folder / ".lock"), timeout=0)
+    file_lock = FileLock(str(folder / LOCK_FILE), timeout=0)
     try:
         file_lock.acquire()
     except Timeout:
-        raise busy(folder / ".lock") from None
+        raise busy(folder / LOCK_FILE) from None
     return file_lock
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def share_folder(folder: str | os.PathLike, busy: Callable[[Path], Exception]) -> Iterator[None]:
+    """Hold ``folder``'s lock shared while reading it: any number of readers at once, and
+    no writer (``claim_folder``) meanwhile; a writer holding it now fails the reader at
+    once (``busy(lock_file)``). An OS lock on the same file ``claim_folder`` takes, released
+    with the process. A folder that does not exist, or where the lock file cannot be made (a
+    read-only mount, which no writer can change either), is read without it."""
+    import fcntl
+
+    lock_file = Path(folder) / LOCK_FILE
+    try:
+        flags = os.O_RDONLY if lock_file.exists() else os.O_RDWR | os.O_CREAT
+        fd = os.open(lock_file, flags, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy(lock_file) from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def held_by_readers(lock_file: str | os.PathLike) -> bool:
+    """True when a busy folder lock is held shared (readers), not by a writer."""
+    import fcntl
+
+    try:
+        fd = os.open(lock_file, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from transformers import TrainerCallback
 
 from linklm import atomic
 from linklm.config import GenerationConfig, TrainConfig
@@ -142,3 +143,55 @@ def test_concurrent_retrains_promote_one_champion_not_two(tmp_path):
     final = registry.read(path)
     assert final["champion"]["id"] == promoted[0]
     assert sum(1 for e in final["history"] if e["promoted"]) == 2  # c0, then one challenger
+
+
+class _Paused(TrainerCallback):
+    """Holds the training at its first step until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.training, self.go_on = threading.Event(), threading.Event()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.training.set()
+        self.go_on.wait(120)
+
+
+def test_a_dataset_a_training_reads_is_not_overwritten_meanwhile(small_dataset, tmp_path):
+    """Before, `flows.data --overwrite` of the folder a training was reading went ahead, and
+    run.json then recorded a SHA256 the folder no longer held. The training holds the
+    dataset shared from its first read to run.json; the writer is refused, in one line."""
+    data = tmp_path / "data"
+    shutil.copytree(small_dataset, data)
+    before = (data / "manifest.json").read_bytes()
+    config = TrainConfig(
+        data_dir=data, out_dir=tmp_path / "runs", run_name="r", max_steps=2, eval_rows=0
+    )
+    paused, result = _Paused(), {}
+    trainer = threading.Thread(
+        target=lambda: result.update(training.train(config, callbacks=[paused]))
+    )
+    trainer.start()
+    try:
+        assert paused.training.wait(120)
+        overwrite = subprocess.run(
+            [sys.executable, "-m", "flows.data", "--out-dir", str(data), "--n-rows", "500"]
+            + ["--chunk-size", "250", "--overwrite", "--no-export"],
+            cwd=ROOT,
+            env=dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect")),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        paused.go_on.set()
+        trainer.join()
+    errors = [line for line in overwrite.stderr.splitlines() if line.startswith("error: ")]
+    assert overwrite.returncode == 2 and len(errors) == 1, overwrite.stderr[-2000:]
+    assert "is reading this dataset" in errors[0] and "wait for it to finish" in errors[0]
+    assert (data / "manifest.json").read_bytes() == before
+    sha = json.loads(before)["dataset_sha256"]
+    assert result["dataset_sha256"] == sha and result["steps"] == 2
+    # readers together are fine, and the writer is free again once they are done
+    with dataset.reading(data), dataset.reading(data):
+        pass
+    assert dataset.build(data, GenerationConfig(n_rows=500, chunk_size=250), overwrite=True)

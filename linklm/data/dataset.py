@@ -121,12 +121,33 @@ def _record_file(index: int) -> str:
 
 
 def lock(out_dir: Path) -> FileLock:
-    """One writer per dataset folder; a second one fails at once instead of corrupting it."""
-    return atomic.claim_folder(
-        out_dir,
+    """One writer per dataset folder, and none while a run reads it (``reading``): a second
+    one fails at once instead of corrupting it, or changing the rows a training is reading
+    (its run.json would record a SHA256 the folder no longer holds)."""
+    return atomic.claim_folder(out_dir, lambda lock_file: _busy(out_dir, lock_file))
+
+
+def _busy(out_dir: Path, lock_file: Path) -> DatasetError:
+    if atomic.held_by_readers(lock_file):
+        return DatasetError(
+            f"{out_dir}: a training, evaluation or prediction is reading this dataset (lock "
+            f"{lock_file}); writing it now would change the rows under it: wait for it to "
+            "finish, or write to another out_dir"
+        )
+    return DatasetError(
+        f"{out_dir}: another run is writing this dataset (lock {lock_file}); "
+        "wait for it or use another out_dir"
+    )
+
+
+def reading(data_dir: Path):
+    """Hold the dataset shared while a run reads it: readers together, no writer meanwhile
+    (``lock``); a dataset being written now is refused at once."""
+    return atomic.share_folder(
+        data_dir,
         lambda lock_file: DatasetError(
-            f"{out_dir}: another run is writing this dataset (lock {lock_file}); "
-            "wait for it or use another out_dir"
+            f"{data_dir}: another run is writing this dataset (lock {lock_file}); wait for it "
+            "to finish"
         ),
     )
 

@@ -217,7 +217,13 @@ def baseline_systems(config: EvalConfig) -> list[dict]:
 
 
 def evaluate(config: EvalConfig, token: str | None = None) -> dict:
-    """Run one evaluation and write its files; returns what ``metrics.json`` holds."""
+    """Run one evaluation and write its files; returns what ``metrics.json`` holds. The
+    dataset is held shared meanwhile: nobody rewrites the rows being scored."""
+    with dataset.reading(config.data_dir):
+        return _evaluate(config, token)
+
+
+def _evaluate(config: EvalConfig, token: str | None) -> dict:
     source, run_dir = model_source(config)
     out_dir = out_dir_of(config, run_dir)
     manifest, rows, train_rows = _split_rows(config)

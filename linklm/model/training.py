@@ -621,18 +621,21 @@ def train(
         config = start(config)
     _started.discard(config.model_dump_json())  # taken: the next train() of it checks again
     run_dir = run_dir_of(config)
-    if config.dry_run:
-        prepared = steps.prepare(config, token)
-        return {
-            "dry_run": True,
-            "loss": steps.dry_run(config, prepared),
-            "train_rows": len(prepared.train_set),
-        }
-    with run_lock(config):  # one writer from the checkpoint's check to the saved run
-        # before the model loads: a damaged checkpoint is named without waiting for it
-        checkpoint = last_checkpoint(run_dir) if config.resume else None
-        prepared = steps.prepare(config, token)
-        trainer, seconds, finished = steps.fit(config, prepared, checkpoint, callbacks)
-        if not finished:
-            return {"stopped_at_step": trainer.state.global_step, "run_dir": str(run_dir)}
-        return steps.save(config, prepared, trainer, seconds, token)
+    # the dataset held shared from its first read to run.json: nobody rewrites the rows a
+    # run trains on, so the SHA256 it records is the one the folder holds
+    with dataset.reading(config.data_dir):
+        if config.dry_run:
+            prepared = steps.prepare(config, token)
+            return {
+                "dry_run": True,
+                "loss": steps.dry_run(config, prepared),
+                "train_rows": len(prepared.train_set),
+            }
+        with run_lock(config):  # one writer from the checkpoint's check to the saved run
+            # before the model loads: a damaged checkpoint is named without waiting for it
+            checkpoint = last_checkpoint(run_dir) if config.resume else None
+            prepared = steps.prepare(config, token)
+            trainer, seconds, finished = steps.fit(config, prepared, checkpoint, callbacks)
+            if not finished:
+                return {"stopped_at_step": trainer.state.global_step, "run_dir": str(run_dir)}
+            return steps.save(config, prepared, trainer, seconds, token)

@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from linklm import schema
-from linklm.data import reader, rules
+from linklm.data import dataset, reader, rules
 from linklm.errors import LinkLMError, SchemaError, first_line
 from linklm.evaluation import answers, baselines
 from linklm.model import models
@@ -444,7 +444,9 @@ class Predictor:
 
             if not (Path(source) / "manifest.json").exists():
                 raise SchemaError(f"{source}: a folder, but not a dataset (no manifest.json)")
-            return self.predict(examples.split_rows(Path(source), split), f"{source} ({split})")
+            with dataset.reading(Path(source)):  # no writer changes the rows meanwhile
+                rows = examples.split_rows(Path(source), split)
+            return self.predict(rows, f"{source} ({split})")
         return self.predict(read_links_text(source), source)
 
     def predict_one(self, link: dict) -> dict:
