@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -75,10 +76,18 @@ def quiet_bad_input_tracebacks() -> None:
 
 
 def run_cli(main: Callable[[], int]) -> None:
-    """Run ``main``; a platform error or a bad option prints one line and exits 2."""
+    """Run ``main``; a platform error or a bad option prints one line and exits 2; SIGTERM
+    or Ctrl-C stops it cleanly within seconds (``flows.stopping``)."""
+    from flows import stopping
+
     quiet_bad_input_tracebacks()
     try:
-        code = main()
+        with stopping.handled():
+            code = main()
+    except KeyboardInterrupt:
+        stopping.exit_now(signal.SIGINT)
+    except stopping.Stopped as stop:
+        stopping.exit_now(stop.signum)
     except LinkLMError as exc:
         fail(str(exc))
     except ValidationError as exc:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,8 +24,47 @@ from filelock import FileLock, Timeout
 TMP_MARK = ".tmp-"
 
 
-def tmp_path_for(path: Path) -> Path:
+# Temporary files and folders being written now, so a process told to stop (SIGTERM,
+# Ctrl-C) removes them before it exits instead of leaving them for the next run to sweep.
+_unfinished: set[Path] = set()
+_unfinished_lock = threading.Lock()
+_stopping = threading.Event()
+
+
+def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def tmp_path_for(path: Path) -> Path:
+    """A temporary sibling of ``path`` to write, remembered until it is renamed or removed;
+    none once the process is stopping (``remove_unfinished``)."""
+    if _stopping.is_set():
+        raise InterruptedError(f"{path}: not started, the process is stopping")
+    tmp = _temp_name(path)
+    with _unfinished_lock:
+        _unfinished.add(tmp)
+    return tmp
+
+
+def _finished(tmp: Path) -> None:
+    with _unfinished_lock:
+        _unfinished.discard(tmp)
+
+
+def remove_unfinished() -> list[Path]:
+    """Stop starting temporary files and remove those being written (another thread may be
+    writing one): what a process about to exit on a signal calls. The files they would
+    have replaced are untouched."""
+    _stopping.set()
+    with _unfinished_lock:
+        pending = sorted(_unfinished)
+        _unfinished.clear()
+    for tmp in pending:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+    return pending
 
 
 @contextlib.contextmanager
@@ -40,6 +80,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        _finished(tmp)
 
 
 @contextlib.contextmanager
@@ -103,13 +144,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         old = None
         if path.exists():
-            old = tmp_path_for(path)
+            old = _temp_name(path)  # the good old folder: never removed on a signal
             os.replace(path, old)
         os.replace(tmp, path)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        _finished(tmp)
 
 
 def claim_folder(folder: str | os.PathLike, busy: Callable[[Path], Exception]) -> FileLock:
