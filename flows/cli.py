@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
+from linklm import atomic
 from linklm.errors import LinkLMError
 
 
@@ -50,7 +51,7 @@ class _NoTracebackForBadInput(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         error = record.exc_info[1] if record.exc_info else None
-        if not isinstance(error, (LinkLMError, ValidationError)):
+        if not isinstance(error, (LinkLMError, ValidationError)) and not atomic.disk_error(error):
             return self.inner.format(record)
         kept = record.exc_info, record.exc_text
         record.exc_info, record.exc_text = None, None
@@ -94,6 +95,11 @@ def run_cli(main: Callable[[], int]) -> None:
         fail(option_error(exc))
     except FileNotFoundError as exc:
         fail(f"{exc.filename}: file not found")
+    except OSError as exc:  # a full disk, a read-only folder: one line, not a traceback
+        line = atomic.disk_error(exc)
+        if line is None:
+            raise
+        fail(line)
     raise SystemExit(code)
 
 

@@ -30,7 +30,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ValidationError
 
 from flows.cli import ArgumentParser, fail, option_error, run_cli
-from linklm import schema
+from linklm import atomic, schema
 from linklm.config import DataFlowConfig, GenerationConfig, PromptConfig, SplitConfig
 from linklm.data import dataset, export, prompts, shards, simulate, validate
 from linklm.errors import LinkLMError, first_line
@@ -293,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     # Fail before starting Prefect when the folder belongs to another config, or the Dask
     # scheduler asked for is not there.
     dataset.check_compatible(config.out_dir, config.generation, config.overwrite)
+    need = dataset.bytes_needed(config.out_dir, config.generation.n_rows, config.export_csv)
+    atomic.check_writable(config.out_dir, need, f"{config.generation.n_rows:,} rows")
     if args.dask_address:
         check_dask_scheduler(args.dask_address)
     result = run_data_flow(config, args.workers, args.dask_address)

@@ -9,6 +9,7 @@ can sweep what a killed one left behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -213,3 +214,53 @@ def held_by_readers(lock_file: str | os.PathLike) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} TB"  # pragma: no cover
+
+
+def check_writable(folder: str | os.PathLike, need_bytes: int = 0, what: str = "") -> None:
+    """Before any work: ``folder`` (or, where it does not exist yet, the nearest folder
+    above it) is a folder this process can create files in, on a disk with ``need_bytes``
+    free; else a StorageError in one line naming the path and the cause. A run that would
+    fail at its first write, or after hours at its last, fails here instead."""
+    from linklm.errors import StorageError
+
+    folder = Path(folder).absolute()
+    nearest = next(p for p in (folder, *folder.parents) if p.exists())  # '/' at the latest
+    if not nearest.is_dir():
+        where = "is a file" if nearest == folder else f"is under {nearest}, a file"
+        raise StorageError(f"{folder}: {where}, not a folder; choose another location")
+    probe = nearest / f".write-probe{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise StorageError(
+            f"{nearest}: cannot write there ({exc.strerror.lower()}); choose another location"
+        ) from None
+    free = shutil.disk_usage(nearest).free
+    if need_bytes > free:
+        raise StorageError(
+            f"{nearest}: {_size(free)} free on its disk, and {what or 'this run'} needs about "
+            f"{_size(need_bytes)}; free some space or choose another location"
+        )
+
+
+def disk_error(exc: BaseException) -> str | None:
+    """One line for an error of the disk (full, read-only, not allowed) naming the path,
+    or None for any other error."""
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+        where = exc.filename or "a file"
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        fix = "free some space, or choose another location" if full else "choose another location"
+        return f"{where}: {exc.strerror.lower()}; {fix}"
+    return None

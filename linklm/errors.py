@@ -30,3 +30,7 @@ class SchemaError(LinkLMError):
 
 class PromptError(LinkLMError):
     """A prompt template asks for a field it may not use."""
+
+
+class StorageError(LinkLMError):
+    """A folder that cannot take what a run would write: read-only, a file, too little space."""

@@ -3,8 +3,8 @@
 A ``LinkLMError`` names bad input (a missing dataset, a damaged checkpoint, a wrong
 schema) and a pydantic ``ValidationError`` a bad setting: a retry meets the same error,
 after repeating the work before it (on Gemma 3 270M from GGUF, a minute of dequantising).
-Anything else (a full disk, a network share that blinked, a JS engine that failed to start)
-may pass, so it is retried.
+A full disk is named as a ``StorageError`` (it does not pass by itself). Anything else (a
+network share that blinked, a JS engine that failed to start) may pass, so it is retried.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def check(config: EvalConfig) -> EvalConfig:
     follows scores that run even if another one finishes meanwhile."""
     source, run_dir = model_source(config)
     models.resolve(source)
-    out_dir_of(config, run_dir)
+    atomic.check_writable(out_dir_of(config, run_dir))
     if not (Path(config.data_dir) / "manifest.json").exists():
         raise EvaluationError(
             f"{config.data_dir}: no dataset (no manifest.json); build one with python -m flows.data"

@@ -257,6 +257,21 @@ def run_lock(config: TrainConfig) -> Iterator[Path]:
         held.release()
 
 
+def bytes_needed(config: TrainConfig, base: str) -> int:
+    """About the disk a run of ``base`` (a local model folder; 0 for a hub id) takes: the
+    saved model, and the checkpoints kept at once (one more while the newest is written)
+    with their optimizer state (Adam's two moments: twice the trained weights). LoRA
+    checkpoints hold the adapters only, counted at a tenth of the weights."""
+    folder = Path(base)
+    if not folder.is_dir():
+        return 0
+    weights = sum(
+        p.stat().st_size for p in folder.iterdir() if p.suffix in (".safetensors", ".bin")
+    )
+    per_checkpoint = 3 * weights if config.mode == "full" else weights // 10
+    return weights + (config.save_total_limit + 1) * per_checkpoint
+
+
 def check_run_dir(config: TrainConfig) -> Path:
     """What the run folder allows, before anything loads: never a finished run trained over
     (a resume too); a resume needs a started run, a fresh run a folder without one. Under the

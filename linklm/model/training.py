@@ -11,14 +11,16 @@ resolved config, the dataset's SHA256, library and git versions, and the loss hi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +33,8 @@ import linklm
 from linklm import atomic
 from linklm.config import TrainConfig
 from linklm.data import augment, dataset
-from linklm.model import examples, models
+from linklm.errors import LinkLMError, StorageError, first_line
+from linklm.model import examples, models, runs
 from linklm.model.runs import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -480,6 +483,17 @@ def save_run(
 ) -> dict:
     """Model (merged for LoRA and QLoRA), adapter, tokenizer, prompt format, run.json and
     history.json, into the run's folder. ``token`` reloads a hub base for the merge."""
+    with disk_full_named(run_dir_of(config), "the trained model"):
+        return _save_run(config, prepared, trainer, seconds, token)
+
+
+def _save_run(
+    config: TrainConfig,
+    prepared: Prepared,
+    trainer: AnswerLossTrainer,
+    seconds: float,
+    token: str | None,
+) -> dict:
     run_dir = run_dir_of(config)
     model = trainer.model
     broken = models.non_finite_weight(model)
@@ -534,6 +548,26 @@ def save_run(
     return summary
 
 
+@contextlib.contextmanager
+def disk_full_named(run_dir: Path, what: str) -> Iterator[None]:
+    """A disk that fills while the run writes ``what`` as one line naming the folder and
+    the space left: torch's own message is ``unexpected pos 6637248 vs 6637136``, which
+    never mentions the disk. Whole checkpoints are kept, so the fix is a resume."""
+    try:
+        yield
+    except Exception as exc:  # OSError, torch's RuntimeError, safetensors' own error
+        free = shutil.disk_usage(run_dir).free if run_dir.exists() else None
+        said = any(s in str(exc) for s in ("unexpected pos", "No space left on device"))
+        full = atomic.disk_error(exc) is not None or (free is not None and free < 1 << 20)
+        if not (full or said) or isinstance(exc, LinkLMError):
+            raise
+        left = f"{free:,} bytes free" if free is not None else "no space"
+        raise StorageError(
+            f"{run_dir}: the disk filled while writing {what} ({left}; {first_line(exc)}); "
+            "free some space, then run again with --resume (whole checkpoints are kept)"
+        ) from None
+
+
 def fit(
     config: TrainConfig, prepared: Prepared, checkpoint: Path | None = None, callbacks=()
 ) -> tuple[AnswerLossTrainer, float, bool]:
@@ -554,7 +588,8 @@ def fit(
     started = time.perf_counter()
     if checkpoint is not None and _restore_finished(trainer, checkpoint):
         return trainer, 0.0, True
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with disk_full_named(run_dir, "a checkpoint"):
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finished = trainer.state.global_step >= trainer.state.max_steps  # a callback may stop it early
     return trainer, time.perf_counter() - started, finished
 
@@ -592,7 +627,9 @@ def start(config: TrainConfig) -> TrainConfig:
     config = resumed(config)
     check_hardware(config)
     dataset.read_manifest(config.data_dir)
-    models.resolve(config.model)
+    base = models.resolve(config.model)
+    if not config.dry_run:  # a folder it can write, on a disk with room for the run
+        atomic.check_writable(config.out_dir, runs.bytes_needed(config, base), "the run")
     check_run_dir(config)
     _started.add(config.model_dump_json())
     return config

@@ -63,6 +63,7 @@ def check_output(output: str, source: str | None = None) -> None:
         nearest = next(p for p in path.absolute().parents if p.exists())  # '/' at the latest
         if not nearest.is_dir():
             raise SchemaError(f"{output}: {nearest} is a file, so no folder can be made under it")
+        atomic.check_writable(path.parent)  # a read-only folder: named now, not after answering
 
 
 def _bytes(frame: pl.DataFrame, suffix: str) -> bytes:
