@@ -612,6 +612,38 @@ def test_a_huge_field_is_reported_on_its_row_quickly(good_text, tmp_path, capsys
     assert time.perf_counter() - started < 30
 
 
+def test_channel_lists_of_floats_are_read_as_the_channels_they_are(good_typed, good_text, tmp_path):
+    """pandas writes integer lists as floats (5180.0) once a value is missing. Before, a
+    Parquet file of them had every row rejected as a bad *scan* (its keys became "5180.0"),
+    and a fraction in a CSV's channel list (4900.5) was cut to 4900 without a word."""
+    floats = good_typed.with_columns(
+        pl.col("available_channels_mhz").cast(pl.List(pl.Float64)),
+        pl.col("recommended_channel_mhz").cast(pl.Float64),
+    )
+    floats.write_parquet(tmp_path / "pandas.parquet")
+    valid, problems = predict.parse_links(predict.read_links_text(str(tmp_path / "pandas.parquet")))
+    assert problems.height == 0 and valid.height == 20
+    assert (
+        valid["available_channels_mhz"].to_list() == good_typed["available_channels_mhz"].to_list()
+    )
+    # a scan map keyed by float channels, as pandas writes a dict's float keys
+    scan = good_text["spectral_scan_dbm"][0].replace('": ', '.0": ')
+    valid, problems = predict.parse_links(_cell(good_text, 0, "spectral_scan_dbm", scan))
+    assert problems.height == 0 and valid.height == 20
+    # a fraction is not a channel: named on its column, not cut, not blamed on the scan
+    first = good_text["available_channels_mhz"][2]
+    channel = first.strip("[]").split(",")[0]
+    fractional = _cell(
+        good_text, 2, "available_channels_mhz", first.replace(channel, channel + ".5", 1)
+    )
+    valid, problems = predict.parse_links(fractional)
+    assert problems.select("row", "column", "check").rows() == [
+        (2, "available_channels_mhz", "type")
+    ]
+    assert problems["message"][0].startswith("not a list of whole numbers")
+    assert valid.height == 19
+
+
 def test_a_huge_field_in_a_link_to_predict_skips_that_link_only(good_text):
     text = _cell(good_text, 3, "spectral_scan_dbm", "{" + ", ".join(["1: 2"] * 40_000) + "}")
     valid, problems = predict.parse_links(text.drop("recommended_channel_mhz"))

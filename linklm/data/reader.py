@@ -18,7 +18,7 @@ from linklm.errors import SchemaError, first_line
 
 NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 LIST_RE = rf"^\[\s*(?:{NUM}(?:\s*,\s*{NUM})*)?\s*\]$"
-KEY = r"[\"']?\d+[\"']?"
+KEY = r"[\"']?\d+(?:\.0*)?[\"']?"  # 5180, "5180", "5180.0" (a float key, as pandas writes)
 MAP_RE = rf"^\{{\s*(?:{KEY}\s*:\s*{NUM}(?:\s*,\s*{KEY}\s*:\s*{NUM})*)?\s*\}}$"
 TRUE_WORDS = ("true", "1", "yes", "y", "t")
 FALSE_WORDS = ("false", "0", "no", "n", "f")
@@ -210,9 +210,21 @@ def parse_text_frame(text: pl.DataFrame, row_offset: int = 0) -> tuple[pl.DataFr
             else:
                 ok = col.str.contains(LIST_RE)
                 parsed = col.str.extract_all(NUM).list.eval(pl.element().cast(pl.Float64))
-                if dtype.inner == pl.Int64():
-                    parsed = parsed.cast(pl.List(pl.Int64), strict=False)
                 what = "not a list of numbers"
+                if dtype.inner == pl.Int64():  # 4900.5 is no channel: never cut to 4900
+                    whole = parsed.list.eval((pl.element() == pl.element().floor()).all())
+                    whole = whole.list.first().fill_null(True)
+                    fraction = ~missing & ok.fill_null(False) & ~whole
+                    problems.append(
+                        _problems(
+                            frame,
+                            fraction,
+                            name,
+                            "type",
+                            pl.concat_str([pl.lit("not a list of whole numbers, "), _shown(name)]),
+                        )
+                    )
+                    parsed = pl.when(whole).then(parsed.cast(pl.List(pl.Int64), strict=False))
             bad = ~missing & ~ok.fill_null(False)
             problems.append(
                 _problems(

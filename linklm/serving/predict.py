@@ -130,9 +130,19 @@ def check_source(source: str) -> None:
 # --- reading links ----------------------------------------------------------------------
 
 
+def _whole(value):
+    """5180.0 -> 5180: pandas writes integer lists as floats once a value is missing, and a
+    channel "5180.0" is no key of the scan's map; a fraction stays for the check to name."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _scan_as_map(record: dict) -> dict:
-    """A scan stored as a list aligned with the channels (Parquet) -> the CSV's map form."""
+    """A scan stored as a list aligned with the channels (Parquet) -> the CSV's map form,
+    whole-number float channels (what pandas writes) read as the integers they are."""
     scan, channels = record.get("spectral_scan_dbm"), record.get("available_channels_mhz")
+    if isinstance(channels, list):
+        channels = [_whole(c) for c in channels]
+        record = record | {"available_channels_mhz": channels}
     if isinstance(scan, list) and isinstance(channels, list) and len(scan) == len(channels):
         return record | {
             "spectral_scan_dbm": {str(c): v for c, v in zip(channels, scan, strict=True)}
