@@ -2,6 +2,7 @@
 
     python benchmarks/bench_predict.py                         # the default model, 512 links
     python benchmarks/bench_predict.py --model runs/demo/train/demo-... --rows 2000
+    python benchmarks/bench_predict.py --rows 20000 --block-rows 1000000   # one block
 
 Both paths go through the whole predict path (input checks with the validator's rules,
 prompt, greedy answer, channel ranking for the top-3, guardrails); the reference sends one
@@ -31,7 +32,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=512)
     parser.add_argument("--one-by-one-rows", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--block-rows",
+        type=int,
+        default=predict.BLOCK_ROWS,
+        help="rows answered between progress lines (a huge value: the whole batch at once)",
+    )
     args = parser.parse_args()
+    predict.BLOCK_ROWS = args.block_rows
 
     work = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     dataset.build(work / "data", GenerationConfig(n_rows=max(10 * args.rows, 5000), seed=5))
@@ -40,6 +48,7 @@ def main() -> None:
 
     predictor = predict.Predictor(args.model, batch_size=args.batch_size)
     predictor.predict(links.head(8))  # warm-up
+    before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     started = time.perf_counter()
     batched = predictor.predict(links)
@@ -52,6 +61,7 @@ def main() -> None:
     same = pl.concat(singles).drop("raw").equals(batched.rows.head(few.height).drop("raw"))
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    answering_mb = (peak_mb - before_mb) if peak_mb > before_mb else 0.0
     rate_b, rate_s = batched.rows.height / t_batched, few.height / t_single
     print(f"model {predictor.source}, {torch.get_num_threads()} threads")
     print(f"{'path':<36}{'links':>7}{'seconds':>10}{'rows/s':>10}")
@@ -61,7 +71,8 @@ def main() -> None:
     )
     print(
         f"speed-up {rate_b / rate_s:.1f}x; answers identical: {same}; peak RSS {peak_mb:.0f} MB "
-        "(the whole process: building the data too)"
+        f"(the whole process: building the data too), {answering_mb:.0f} MB of it above the "
+        f"peak before answering (blocks of {args.block_rows} rows)"
     )
 
 

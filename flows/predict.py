@@ -37,8 +37,8 @@ def predict_flow(config: PredictConfig = PredictConfig()) -> dict:  # noqa: B008
     logger = get_run_logger()
     predictor = t.load(config, secrets.hf_token())
     prediction = t.answer(predictor, config.input, config.split)
-    output = t.write(prediction, config.output, config.input)
-    summary = prediction.summary(output)
+    output, skipped_file = t.write(prediction, config.output, config.input)
+    summary = prediction.summary(output) | {"skipped_file": skipped_file}
     for problem in prediction.problems.head(20).to_dicts():
         logger.warning(
             "skipped scenario_id %s: %s: %s",
@@ -94,6 +94,7 @@ def _answer_stdin(config: PredictConfig) -> int:
     prediction = predictor.predict_source("-")
     if "output" in config.model_fields_set and config.output != "-":
         predict_io.write_answers(prediction.rows, config.output, config.input)
+        predict_io.write_skipped(prediction.problems, config.output)
     else:
         for row in prediction.rows.to_dicts():
             print(json.dumps(row))
@@ -128,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr if config.output == "-" else sys.stdout,
     )
     if summary["skipped"]:
-        print(f"skipped scenario_ids: {summary['skipped_ids'][:20]}", file=sys.stderr)
+        where = f"; every one, with its reasons: {summary['skipped_file']}"
+        print(
+            f"skipped scenario_ids: {summary['skipped_ids'][:20]}"
+            + (where if summary["skipped_file"] else ""),
+            file=sys.stderr,
+        )
     return 1 if summary["failed"] else 0
 
 

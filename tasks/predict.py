@@ -44,8 +44,10 @@ def answer(predictor: predict.Predictor, source: str, split: str) -> predict.Pre
     retries=2,
     retry_condition_fn=only_transient,
 )
-def write(prediction: predict.Prediction, output: str, source: str) -> str:
-    return predict_io.write_answers(prediction.rows, output, source)
+def write(prediction: predict.Prediction, output: str, source: str) -> tuple[str, str | None]:
+    """(the answers file, the list of skipped rows beside it or None)."""
+    written = predict_io.write_answers(prediction.rows, output, source)
+    return written, predict_io.write_skipped(prediction.problems, output)
 
 
 @task(name="assemble-upload", cache_policy=NO_CACHE, persist_result=False)

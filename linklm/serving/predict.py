@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -33,7 +35,10 @@ from linklm.model.runs import RUN_FILE, run_weights
 from linklm.serving.predict_io import check_protocol, local_path
 
 Fallback = Literal["none", "heuristic", "ranked"]
+log = logging.getLogger(__name__)
+
 TOP_K = 3
+BLOCK_ROWS = 4096  # rows answered between two progress lines
 CHAMPION = "champion"
 OPTIONAL_COLUMNS = ("scenario_id", *schema.LABEL_COLUMNS, *schema.LEAKY_COLUMNS)
 # placeholders let the validator's parser read a frame without the optional columns; their
@@ -387,7 +392,27 @@ class Predictor:
         return self.loaded.source
 
     def answer(self, rows: pl.DataFrame) -> pl.DataFrame:
-        """Answers for typed, valid rows (one output row per input row, same order)."""
+        """Answers for typed, valid rows (one output row per input row, same order), a block
+        of ``BLOCK_ROWS`` at a time with a progress line each: a large batch says how far it
+        is, and the model's working memory is one block's, whatever the input's size (the
+        answers themselves are kept for the one output file: about 1 KB a row)."""
+        if rows.height <= BLOCK_ROWS:
+            return self._answer_block(rows)
+        done, started, blocks = 0, time.perf_counter(), []
+        for block in rows.iter_slices(BLOCK_ROWS):
+            blocks.append(self._answer_block(block))
+            done += block.height
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            log.info(
+                "answered %d of %d rows (%.0f rows/s, about %.0f s left)",
+                done,
+                rows.height,
+                rate,
+                (rows.height - done) / rate,
+            )
+        return pl.concat(blocks)
+
+    def _answer_block(self, rows: pl.DataFrame) -> pl.DataFrame:
         m, tok, fmt = self.loaded.model, self.loaded.tokenizer, self.loaded.prompt_format
         greedy = answers.generate(m, tok, fmt, rows, self.batch_size)
         ranked = (

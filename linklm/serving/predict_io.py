@@ -95,3 +95,38 @@ def write_answers(frame: pl.DataFrame, output: str, source: str | None = None) -
     with atomic.atomic_open(path, "wb") as fh:
         fh.write(data)
     return str(path)
+
+
+SKIPPED_SUFFIX = ".skipped.csv"
+
+
+def skipped_path(output: str) -> str | None:
+    """Where the skipped rows of ``output`` are listed: beside it, ``answers.skipped.csv``
+    for ``answers.csv`` (None for stdout)."""
+    if output == "-":
+        return None
+    base, _, query = output.partition("?")
+    stem = base[: -len(Path(base).suffix)] if Path(base).suffix else base
+    return stem + SKIPPED_SUFFIX + (f"?{query}" if query else "")
+
+
+def write_skipped(problems: pl.DataFrame, output: str) -> str | None:
+    """Every skipped row with its reasons (row, scenario_id, column, check, message) in a
+    CSV beside ``output``: the summary names a few ids, this file all of them. With none
+    skipped, a list left there by an earlier run is removed, so it never describes other
+    answers. Returns the file written, or None."""
+    path = skipped_path(output)
+    if path is None:
+        return None
+    local = local_path(path)
+    if problems.height == 0:
+        if local is not None:
+            local.unlink(missing_ok=True)
+        return None
+    data = problems.select("row", "scenario_id", "column", "check", "message").write_csv()
+    if local is None:
+        with fsspec.open(path, "w") as fh:
+            fh.write(data)
+        return path
+    atomic.write_text(local, data)
+    return str(local)
