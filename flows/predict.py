@@ -25,7 +25,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
 from linklm.config import PredictConfig
 from linklm.evaluation import summaries
-from linklm.model import models
+from linklm.model import devices, models
 from linklm.serving import predict, predict_io
 from tasks import predict as t
 from tasks import secrets
@@ -90,6 +90,7 @@ def _answer_stdin(config: PredictConfig) -> int:
         config.registry,
         config.top_k,
         config.strict,
+        config.device,
     )
     prediction = predictor.predict_source("-")
     if "output" in config.model_fields_set and config.output != "-":
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     config = config.model_copy(
         update={"model": predict.without_champion(config.model, config.registry)}
     )
+    devices.choose(config.device)  # a GPU asked for and not there: said before loading
     models.resolve(predict.model_folder(config.model))
     predict.check_source(config.input)
     if config.input == "-":

@@ -238,6 +238,13 @@ class TrainConfig(TrainSettings):
         return self
 
 
+# Where a model answers (linklm.model.devices): the first GPU when torch sees one, else the
+# CPU; a device asked for and not there is an error, never a silent CPU.
+DEVICE_FIELD = Field(
+    "auto",
+    pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+    description="auto (the first CUDA GPU if any, else the CPU), cpu, cuda or cuda:N.",
+)
 Split = Literal["train", "validation", "test"]  # the names the shards and split_rows use
 
 
@@ -265,6 +272,7 @@ class EvalConfig(BaseModel):
         "from the baseline_train_rows.",
     )
     batch_size: int = Field(64, gt=0)
+    device: str = DEVICE_FIELD
     rank: bool = Field(True, description="Rank every available channel (top-k); costs a forward.")
     out_dir: Path | None = Field(None, description="Default: <run folder>/eval-<split>.")
     artifacts_url: str | None = Field(
@@ -417,6 +425,7 @@ class PredictConfig(BaseModel):
         "the model's most likely available channel.",
     )
     batch_size: int = Field(64, gt=0)
+    device: str = DEVICE_FIELD
     registry: Path | None = Field(None, description="Registry file for 'champion'.")
     top_k: int = Field(
         3,

@@ -29,6 +29,7 @@ def load(config: PredictConfig, token: str | None) -> predict.Predictor:
         config.registry,
         config.top_k,
         config.strict,
+        config.device,
     )
 
 

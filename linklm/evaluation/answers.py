@@ -60,6 +60,7 @@ def generate(
     raw: list[str] = []
     for part in _batches(len(texts), batch_size):
         batch = tokenizer(texts[part], add_special_tokens=False, return_tensors="pt", padding=True)
+        batch = batch.to(model.device)
         out = model.generate(
             **batch,
             max_new_tokens=_max_new_tokens(prompt_format),
@@ -111,7 +112,7 @@ def rank_channels(
         if prompt_format.kind == "numtok-v1":  # a channel is one token: one forward per batch
             batch = tokenizer(
                 texts[part], add_special_tokens=False, return_tensors="pt", padding=True
-            )
+            ).to(model.device)
             logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float()
             logprobs = torch.log_softmax(logits, dim=-1)
         for i, row_channels in enumerate(channels[part]):
@@ -121,7 +122,7 @@ def rank_channels(
                     model, tokenizer, texts[part][i], prompt_format, row_channels
                 )
             else:
-                scores = logprobs[i, ids].tolist()
+                scores = logprobs[i, ids].cpu().tolist()
             _check_finite(scores, row_channels)
             ranked.append(
                 sorted(zip(row_channels, scores, strict=True), key=lambda cs: (-cs[1], cs[0]))
@@ -148,7 +149,9 @@ def _score_text_candidates(
     scores = []
     for channel in channels:
         cand = tokenizer(prefix + str(channel), add_special_tokens=False)["input_ids"]
-        ids = torch.tensor([prompt_ids + cand])
+        ids = torch.tensor([prompt_ids + cand], device=model.device)
         logprobs = torch.log_softmax(model(ids).logits[0, len(prompt_ids) - 1 : -1].float(), dim=-1)
-        scores.append(float(logprobs[torch.arange(len(cand)), torch.tensor(cand)].sum()))
+        index = torch.arange(len(cand), device=model.device)
+        picked = logprobs[index, torch.tensor(cand, device=model.device)]
+        scores.append(float(picked.sum()))
     return scores

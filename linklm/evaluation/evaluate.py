@@ -21,7 +21,7 @@ from linklm.config import EvalConfig
 from linklm.data import dataset
 from linklm.errors import LinkLMError
 from linklm.evaluation import answers, baselines, card, metrics, predictions
-from linklm.model import examples, models
+from linklm.model import devices, examples, models
 from linklm.model.runs import RUN_FILE, run_weights
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ def check(config: EvalConfig) -> EvalConfig:
     Returns the config with 'latest' pinned to the run it found, so the evaluation that
     follows scores that run even if another one finishes meanwhile."""
     source, run_dir = model_source(config)
+    devices.choose(config.device)  # a GPU asked for and not there: said before anything loads
     models.resolve(source)
     atomic.check_writable(out_dir_of(config, run_dir))
     if not (Path(config.data_dir) / "manifest.json").exists():
@@ -228,7 +229,7 @@ def _evaluate(config: EvalConfig, token: str | None) -> dict:
     out_dir = out_dir_of(config, run_dir)
     manifest, rows, train_rows = _split_rows(config)
     trained = rows_trained_on(config, run_dir, manifest, rows["scenario_id"]) if run_dir else None
-    loaded = models.load(source, token=token)
+    loaded = models.load(source, token=token, device=devices.choose(config.device))
     log.info("evaluating %s on %d %s rows", source, rows.height, config.split)
     model_frame, timing = model_predictions(loaded, rows, config)
     baseline_frames = baselines.all_baselines(
@@ -246,6 +247,7 @@ def _evaluate(config: EvalConfig, token: str | None) -> dict:
         "dataset_sha256": manifest["dataset_sha256"],
         "split": config.split,
         "rows": rows.height,
+        "device": devices.describe(loaded.device),
         "rows_trained_on": trained,  # None: unknown; above 0 only for split "train"
         "prompt_format": loaded.prompt_format.model_dump(),
         "timing": timing,

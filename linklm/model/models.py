@@ -31,7 +31,7 @@ from transformers import (
 
 from linklm.atomic import atomic_dir, sha256_file
 from linklm.errors import LinkLMError, first_line
-from linklm.model import numtok
+from linklm.model import devices, numtok
 from linklm.model.formats import FILE as PROMPT_FILE
 from linklm.model.formats import PromptFormat
 from linklm.model.runs import ADAPTER_CONFIG, RUN_FILE
@@ -443,6 +443,7 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerFast
     prompt_format: PromptFormat
     source: str
+    device: torch.device = torch.device("cpu")
 
 
 def load_tokenizer(source: str, token: str | None = None):
@@ -469,8 +470,10 @@ def load(
     dtype: torch.dtype = torch.float32,
     token: str | None = None,
     quantization_config=None,
+    device: torch.device | None = None,
 ) -> LoadedModel:
-    """Model, tokenizer and prompt format, through the Auto classes."""
+    """Model, tokenizer and prompt format, through the Auto classes; with ``device`` (for
+    answering: ``devices.choose``) the model moves there, in bfloat16 on a GPU that has it."""
     source = resolve(name_or_path)
     fix = f"; {_fix(Path(source))}" if Path(source).exists() else ""
     try:
@@ -509,7 +512,9 @@ def load(
             f"it would answer nonsense; copy {PROMPT_FILE} from its run's model/ folder"
         )
     prompt_format = PromptFormat.load(folder) if folder.exists() else PromptFormat()
-    return LoadedModel(model, tokenizer, prompt_format, source)
+    if device is not None and quantization_config is None:
+        model = model.to(device=device, dtype=devices.precision(device))
+    return LoadedModel(model, tokenizer, prompt_format, source, model.device)
 
 
 def _has_number_tokens(tokenizer) -> bool:

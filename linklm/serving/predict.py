@@ -30,7 +30,7 @@ from linklm import schema
 from linklm.data import dataset, reader, rules
 from linklm.errors import LinkLMError, SchemaError, first_line
 from linklm.evaluation import answers, baselines
-from linklm.model import models
+from linklm.model import devices, models
 from linklm.model.runs import RUN_FILE, run_weights
 from linklm.serving.predict_io import check_protocol, local_path
 
@@ -378,11 +378,14 @@ class Predictor:
         registry_path: Path | None = None,
         top_k: int = TOP_K,
         strict: bool = False,
+        device: str = "auto",
     ):
         check_top_k(top_k)  # before the model loads
         self.strict = strict
         self.model_name = model
-        self.loaded = models.load(model_folder(model, registry_path), token=token)
+        self.loaded = models.load(
+            model_folder(model, registry_path), token=token, device=devices.choose(device)
+        )
         self.batch_size = batch_size
         self.fallback = fallback
         self.top_k = top_k
