@@ -70,7 +70,25 @@ def _generate_chunks(config: DataFlowConfig) -> list[dict]:
 
 @flow(name="data", task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))
 def data_flow(config: DataFlowConfig = DataFlowConfig()) -> dict:  # noqa: B008 (UI form default)
-    """Build a verified, validated, exported and sharded link dataset in ``config.out_dir``."""
+    """Build a verified, validated, exported and sharded link dataset in ``config.out_dir``.
+
+    The chunks are made on this flow's threads, or, where the config names other workers
+    (``workers``, ``dask_address``: fields a deployment's run or the UI form can set), in a
+    subflow on that task runner; the bytes do not depend on it."""
+    if config.dask_address is None and config.workers == WORKERS:
+        return build_dataset(config)
+    runner = task_runner(config.workers, config.dask_address)
+    return data_on_runner.with_options(task_runner=runner)(config)
+
+
+@flow(name="data-on-runner")
+def data_on_runner(config: DataFlowConfig) -> dict:
+    """The data flow's work on the task runner its config chose (threads or Dask)."""
+    return build_dataset(config)
+
+
+def build_dataset(config: DataFlowConfig) -> dict:
+    """The data flow's steps, on the task runner of the flow that calls it."""
     logger = get_run_logger()
     out = config.out_dir
     if config.prompt.template:  # a leaking template fails before the rows are made
@@ -152,7 +170,7 @@ def task_runner(workers: int = WORKERS, dask_address: str | None = None):
         try:
             from prefect_dask import DaskTaskRunner
         except ImportError:
-            fail("--dask-address needs prefect-dask: pip install '.[dask]'")
+            raise LinkLMError("dask_address needs prefect-dask: pip install '.[dask]'") from None
         return DaskTaskRunner(address=dask_address)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -174,10 +192,13 @@ def check_dask_scheduler(address: str, timeout_s: float = 10.0) -> None:
 
 
 def run_data_flow(
-    config: DataFlowConfig, workers: int = WORKERS, dask_address: str | None = None
+    config: DataFlowConfig, workers: int | None = None, dask_address: str | None = None
 ) -> dict:
-    """The data flow on ``workers`` threads, or on a Dask cluster (the bytes do not change)."""
-    return data_flow.with_options(task_runner=task_runner(workers, dask_address))(config)
+    """The data flow on ``workers`` threads, or on a Dask cluster (the bytes do not change);
+    either overrides the config's own choice."""
+    update = {"workers": workers} if workers is not None else {}
+    update |= {"dask_address": dask_address} if dask_address else {}
+    return data_flow(config.model_copy(update=update))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -254,6 +275,8 @@ def config_from_args(args: argparse.Namespace) -> DataFlowConfig:
         export_csv=not args.no_export,
         shard_rows=args.shard_rows,
         overwrite=args.overwrite,
+        workers=args.workers,
+        dask_address=args.dask_address,
         artifacts_url=args.artifacts_url,
     )
 
@@ -284,12 +307,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         validate.enforce(result.summary(), args.max_error_rate)
         return 0
+    if args.workers < 1:
+        fail(f"invalid option workers: must be >= 1, got {args.workers}")
     try:
         config = config_from_args(args)
     except ValidationError as exc:
         fail(option_error(exc))
-    if args.workers < 1:
-        fail(f"invalid option workers: must be >= 1, got {args.workers}")
     # Fail before starting Prefect when the folder belongs to another config, or the Dask
     # scheduler asked for is not there.
     dataset.check_compatible(config.out_dir, config.generation, config.overwrite)
@@ -297,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic.check_writable(config.out_dir, need, f"{config.generation.n_rows:,} rows")
     if args.dask_address:
         check_dask_scheduler(args.dask_address)
-    result = run_data_flow(config, args.workers, args.dask_address)
+    result = run_data_flow(config)
     print(
         f"dataset {result['dataset_sha256'][:12]}: {result['rows']} rows, splits {result['splits']}, in {result['out_dir']}"
     )

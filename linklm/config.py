@@ -105,6 +105,12 @@ class DataFlowConfig(BaseModel):
     export_csv: bool = True
     shard_rows: int = Field(50_000, gt=0, description="Rows per JSONL shard file.")
     overwrite: bool = Field(False, description="Replace a dataset made with another config.")
+    workers: int = Field(2, gt=0, description="Threads generating chunks on this machine.")
+    dask_address: str | None = Field(
+        None,
+        description="Generate the chunks on the workers of this Dask cluster instead "
+        "(tcp://host:8786); out_dir must be a folder they all share. Needs the dask extra.",
+    )
     artifacts_url: str | None = Field(
         None,
         description="Folder or fsspec URL (a mounted Drive, file://, s3://, gs://) the results are "

@@ -1,8 +1,10 @@
 """Data generation on a Dask cluster: same dataset bytes as on threads, through Prefect."""
 
+import json
+
 import pytest
 
-from flows.data import run_data_flow, task_runner
+from flows.data import data_flow, task_runner
 from linklm.config import DataFlowConfig, GenerationConfig
 from linklm.data import dataset
 
@@ -10,16 +12,22 @@ distributed = pytest.importorskip("distributed")
 
 
 def test_data_flow_on_a_dask_cluster_makes_the_same_dataset(prefect_harness, tmp_path):
+    """Chosen through the config (as a deployment's run or the UI form sets it), on a
+    cluster of 2 worker processes: the same manifest as threads."""
     generation = GenerationConfig(n_rows=2000, chunk_size=500, seed=11)
     reference = dataset.build(tmp_path / "threads", generation)
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
-        result = run_data_flow(
-            DataFlowConfig(out_dir=tmp_path / "dask", generation=generation, export_csv=False),
+        config = DataFlowConfig(
+            out_dir=tmp_path / "dask",
+            generation=generation,
+            export_csv=False,
             dask_address=cluster.scheduler_address,
         )
+        result = data_flow(config)
     assert result["dataset_sha256"] == reference["dataset_sha256"]
+    assert json.loads((tmp_path / "dask" / "manifest.json").read_text()) == reference
     assert result["rows"] == 2000 and not dataset.verify(tmp_path / "dask")
 
 
