@@ -3,11 +3,19 @@
 #   docker build -t linklm-gpu-worker .
 #   docker run --gpus all -e PREFECT_API_URL=http://prefect.example:4200/api \
 #       -e HF_TOKEN -v linklm-runs:/opt/linklm/runs linklm-gpu-worker
-# torch==2.13.0 from PyPI is the CUDA build on Linux x86_64 and brings its own CUDA
-# libraries; the base image supplies the driver-facing runtime and a matching userland.
-FROM nvidia/cuda:12.8.1-runtime-ubuntu24.04
+# torch==2.13.0 from PyPI is a CUDA 13.0 build on Linux x86_64 and brings its own CUDA
+# libraries (the nvidia-* wheels), so the image needs no CUDA runtime of its own: a plain
+# Ubuntu, whose GPU access the NVIDIA Container Toolkit provides. The host needs an NVIDIA
+# driver >= 580 (CUDA 13.0); NVIDIA_REQUIRE_CUDA makes the toolkit refuse to start the
+# container on an older one, with that reason, instead of torch finding no GPU.
+FROM ubuntu:24.04
 
-ENV DEBIAN_FRONTEND=noninteractive \
+LABEL org.opencontainers.image.description="linklm GPU worker: torch 2.13.0 (CUDA 13.0), needs an NVIDIA driver >= 580"
+
+ENV NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    NVIDIA_REQUIRE_CUDA=cuda>=13.0 \
+    DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -127,13 +127,18 @@ def test_dockerfile_is_a_non_root_cuda_gpu_worker_with_a_healthcheck():
     instructions = _dockerfile()
     words = [w for w, _ in instructions]
     base = next(a for w, a in instructions if w == "FROM")
-    assert base.startswith("nvidia/cuda:") and "runtime" in base
+    # torch 2.13.0 from PyPI brings CUDA 13.0 itself: no CUDA runtime image of another
+    # version beside it, and the driver it needs is required of the host
+    assert base == "ubuntu:24.04"
     runs = " ".join(a for w, a in instructions if w == "RUN")
     assert '"torch==2.13.0"' in runs and '".[gpu]"' in runs
+    assert re.search(r"torch==(\d+\.\d+\.\d+)", runs).group(1) == _pyproject_torch()
     users = [a for w, a in instructions if w == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert words.index("USER") > max(i for i, w in enumerate(words) if w == "RUN")
     env = dict(re.findall(r"(\w+)=(\S+)", " ".join(a for w, a in instructions if w == "ENV")))
+    assert env["NVIDIA_REQUIRE_CUDA"] == "cuda>=13.0" and env["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert "driver >= 580" in next(a for w, a in instructions if w == "LABEL")
     # a GPU worker may load hub models: the project's offline default is lifted there
     for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         assert env[flag] == "0", flag
@@ -145,6 +150,33 @@ def test_dockerfile_is_a_non_root_cuda_gpu_worker_with_a_healthcheck():
     assert command[:4] == ["python", "-m", "deployments", "worker"]
     assert pools.GPU.name in command and "--healthcheck" in command
     assert (ROOT / ".dockerignore").read_text().count(".venv") == 1
+
+
+def _pyproject_torch() -> str:
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return next(d for d in deps if d.startswith("torch==")).split("==")[1]
+
+
+def test_colab_keeps_its_own_torch_and_installs_the_rest():
+    """Colab ships a torch built for its driver; installing PyPI's 2.13.0 (CUDA 13.0, driver
+    >= 580) over it was a large download that may not run there. The notebook's install
+    keeps it: every other requirement of the gpu extra, then the project without deps."""
+    nb = json.loads((ROOT / "notebooks" / "colab_worker.ipynb").read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "install_keeping_torch.py gpu" in code and "pip install -q -e" not in code
+    done = subprocess.run(
+        [sys.executable, "scripts/install_keeping_torch.py", "gpu", "--dry-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    first, second = done.stdout.strip().splitlines()[-2:]
+    assert "torch" not in first.replace("install_keeping_torch", "").split("install -q", 1)[1]
+    assert "bitsandbytes" in first and "transformers" in first and "peft" in first
+    assert second.endswith(f"install -q --no-deps -e {ROOT}")
 
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
