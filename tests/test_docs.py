@@ -19,8 +19,9 @@ import pytest
 from conftest import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SCRIPTS = [ROOT / "scripts" / "gpu_check.sh"]  # read whole, as one bash block
 BLOCK = re.compile(r"^```bash\n(.*?)^```", re.M | re.S)
-PYTHON = re.compile(r"(?:\.venv/bin/)?python3? (-m [\w.]+|benchmarks/\w+\.py)(.*)")
+PYTHON = re.compile(r'(?:(?:\.venv/bin/)?python3?|"\$PY") (-m [\w.]+|benchmarks/\w+\.py)(.*)')
 
 
 def _words(shell: str) -> list[str]:
@@ -38,10 +39,11 @@ def _words(shell: str) -> list[str]:
 def _commands() -> list[tuple[str, str, list[str]]]:
     """(where, target, argv) of every Python command in a bash block of the docs."""
     found = []
-    for doc in DOCS:
+    for doc in [*DOCS, *SCRIPTS]:
         text = doc.read_text()
-        for block in BLOCK.finditer(text):
-            first_line = text[: block.start()].count("\n") + 2
+        blocks = BLOCK.finditer(text) if doc.suffix == ".md" else [_WholeFile(text)]
+        for block in blocks:
+            first_line = text[: block.start()].count("\n") + 2 if block.start() >= 0 else 1
             lines = block.group(1).replace("\\\n", " \n").split("\n")
             for offset, line in enumerate(lines):
                 for part in line.split(" | "):
@@ -53,6 +55,19 @@ def _commands() -> list[tuple[str, str, list[str]]]:
                     where = f"{doc.relative_to(ROOT)}:{first_line + offset}"
                     found.append((where, target, argv))
     return found
+
+
+class _WholeFile:
+    """A shell script read as one bash block (the shape of a regex match)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def start(self) -> int:
+        return -1  # its first line is line 1
+
+    def group(self, _: int) -> str:
+        return self.text
 
 
 COMMANDS = _commands()
