@@ -229,6 +229,14 @@ class TrainConfig(TrainSettings):
         "$LINKLM_ARTIFACTS_URL, else no copy.",
     )
     dry_run: bool = Field(False, description="Build everything, one forward/backward, stop.")
+    # Training on several processes (DDP under torchrun: gloo on the CPU, NCCL on GPUs).
+    nproc_per_node: int = Field(
+        1, gt=0, description="Processes on this machine (DDP); 1 trains in this process."
+    )
+    nnodes: int = Field(1, gt=0, description="Machines training together (DDP).")
+    node_rank: int = Field(0, ge=0, description="This machine's rank among nnodes (0 saves).")
+    master_addr: str = Field("127.0.0.1", description="Address of the rank-0 machine.")
+    master_port: int = Field(29500, gt=0, lt=65536, description="Port of the rank-0 machine.")
 
     @field_validator("run_name")
     @classmethod
@@ -236,6 +244,17 @@ class TrainConfig(TrainSettings):
         if name is not None and (name.strip() in ("", ".", "..") or any(c in name for c in "/\\")):
             raise ValueError(f"{name!r} is not a folder name (a name under out_dir, without /)")
         return name
+
+    @property
+    def distributed(self) -> bool:
+        """True when training runs on several processes (under torchrun)."""
+        return self.nproc_per_node * self.nnodes > 1
+
+    @model_validator(mode="after")
+    def _rank_within_nodes(self) -> TrainConfig:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} must be below nnodes {self.nnodes}")
+        return self
 
     @model_validator(mode="after")
     def _resume_names_a_run(self) -> TrainConfig:

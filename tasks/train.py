@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from linklm.config import TrainConfig
 from linklm.evaluation import card
-from linklm.model import runs, training
+from linklm.model import ddp, runs, training
 from tasks.retry import only_transient
 
 
@@ -63,4 +63,13 @@ def save(
     return summary
 
 
-STEPS = training.Steps(prepare=prepare, dry_run=dry_run, fit=fit, save=save)
+@task(name="train-distributed", cache_policy=NO_CACHE, persist_result=False, log_prints=False)
+def launch(config: TrainConfig, checkpoint: Path | None, token: str | None) -> dict:
+    """prepare, fit and save on several processes (torchrun), rank 0 writing the run."""
+    summary = ddp.launch(config, checkpoint, token)
+    if "steps" in summary:
+        card.write_card(runs.run_dir_of(config))
+    return summary
+
+
+STEPS = training.Steps(prepare=prepare, dry_run=dry_run, fit=fit, save=save, launch=launch)

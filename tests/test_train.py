@@ -564,7 +564,9 @@ def test_tokens_per_second_of_a_validation_log_leaves_the_validation_out(caplog)
     from types import SimpleNamespace
 
     progress = training.ProgressLog()
-    state = SimpleNamespace(num_input_tokens_seen=1000, global_step=10, max_steps=20)
+    state = SimpleNamespace(
+        num_input_tokens_seen=1000, global_step=10, max_steps=20, is_world_process_zero=True
+    )
     progress.on_train_begin(None, SimpleNamespace(num_input_tokens_seen=0), None)
     progress.started -= 10.0  # 10 s since training began, 5 s of them the validation pass
     with caplog.at_level("INFO", logger="linklm.model.training"):

@@ -48,6 +48,8 @@ DATASET_KEY = "dataset_sha256"  # in CONFIG_FILE beside the settings: the data t
 # what a checkpoint needs to continue exactly: weights beside these (the Trainer skips the
 # optimizer when scheduler.pt is missing and the RNG state when rng_state.pth is)
 CHECKPOINT_STATE = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
+# a run on several processes saves one RNG state per rank instead: rng_state_0.pth, ...
+RNG_PER_RANK = "rng_state_*.pth"
 # what a checkpoint's weights are made of: a resume cannot change them
 FIXED_ON_RESUME = ("model", "mode", "target", "lora_r", "lora_alpha", "lora_targets")
 
@@ -206,7 +208,10 @@ def last_checkpoint(run_dir: Path) -> Path | None:
         for n in ("model.safetensors", "adapter_model.safetensors")
         if (latest / n).exists()
     ]
-    missing = [name for name in CHECKPOINT_STATE if not (latest / name).exists()]
+    state = [latest / name for name in CHECKPOINT_STATE]
+    if not state[2].exists() and any(latest.glob(RNG_PER_RANK)):
+        state[2:] = sorted(latest.glob(RNG_PER_RANK))
+    missing = [p.name for p in state if not p.exists()]
     if not weights:
         missing.append("model.safetensors")
     if not missing:
@@ -216,8 +221,8 @@ def last_checkpoint(run_dir: Path) -> Path | None:
             with safe_open(str(weights[0]), framework="pt") as fh:
                 list(fh.keys())
             json.loads((latest / TRAINER_STATE).read_text())
-            for name in CHECKPOINT_STATE:
-                _check_zip(latest / name)
+            for path in state:
+                _check_zip(path)
         except Exception as exc:  # noqa: BLE001  (any unreadable file means the same fix)
             missing.append(f"readable weights/state ({type(exc).__name__}: {first_line(exc)})")
     if missing:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import resource
 import shutil
 import subprocess
@@ -34,7 +35,7 @@ from linklm import atomic
 from linklm.config import TrainConfig
 from linklm.data import augment, dataset
 from linklm.errors import LinkLMError, StorageError, first_line
-from linklm.model import examples, models, runs
+from linklm.model import ddp, examples, models, runs
 from linklm.model.runs import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -170,6 +171,8 @@ class ProgressLog(TrainerCallback):
         return (state.num_input_tokens_seen or 0) - self.tokens_at_start
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:  # one progress line per step, not one per rank
+            return
         logs = logs or {}
         # a validation pass logs before on_evaluate counts its seconds: take them off here
         pending_eval = logs.get("eval_runtime", 0.0)
@@ -207,7 +210,8 @@ class SaveSettings(TrainerCallback):
         self.path, self.settings = path, settings
 
     def on_train_begin(self, args, state, control, **kwargs):
-        atomic.write_json(self.path, self.settings)
+        if state.is_world_process_zero:
+            atomic.write_json(self.path, self.settings)
 
 
 class SavePromptFormat(TrainerCallback):
@@ -342,7 +346,7 @@ def training_arguments(
     config: TrainConfig, run_dir: Path, evaluate: bool = True
 ) -> TrainingArguments:
     """The Trainer's settings; ``evaluate`` is off when there are no validation rows."""
-    return TrainingArguments(
+    args = TrainingArguments(
         output_dir=str(run_dir / CHECKPOINTS),
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
@@ -374,9 +378,29 @@ def training_arguments(
         logging_nan_inf_filter=False,  # a NaN loss is logged as NaN: StopWhenDiverged sees it
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
+        # under torchrun (ddp.launch): gloo on the CPU, NCCL on GPUs
+        ddp_backend=("nccl" if torch.cuda.is_available() else "gloo")
+        if config.distributed
+        else None,
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
     )
+    return one_gpu_unless_distributed(args, config.distributed)
+
+
+def one_gpu_unless_distributed(args, distributed: bool):
+    """Several GPUs visible to one process: the Trainer would wrap the model in
+    ``DataParallel`` without a word (slower than DDP, and not what was asked). Train on
+    the first GPU and say how to use them all; under torchrun each rank has its own."""
+    if not distributed and args.n_gpu > 1:
+        log.warning(
+            "%d GPUs visible: training on cuda:0 only; --nproc-per-node %d trains on all of "
+            "them (DDP)",
+            args.n_gpu,
+            args.n_gpu,
+        )
+        args._n_gpu = 1
+    return args
 
 
 def build_trainer(
@@ -529,6 +553,9 @@ def _save_run(
         "dataset_sha256": prepared.manifest["dataset_sha256"],
         examples.SPLIT_KEY: prepared.split,
         "train_rows": len(prepared.train_set),
+        "world_size": trainer.args.world_size,
+        # rows each optimizer step trains on, over every process
+        "global_batch": config.batch_size * config.grad_accum * trainer.args.world_size,
         "steps": trainer.state.global_step,
         "train_seconds": round(seconds, 1),
         "eval_seconds": round(eval_seconds, 1),
@@ -575,7 +602,8 @@ def fit(
     returns the trainer, seconds and whether it finished. Runs under the run's lock."""
     run_dir = run_dir_of(config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stray in atomic.sweep_temp_files(run_dir):  # fit runs under the run's lock
+    # fit runs under the run's lock (held by the launching process for every rank)
+    for stray in atomic.sweep_temp_files(run_dir) if ddp.is_main() else ():
         log.warning("%s: half-written by an interrupted run, removed", stray)
     settings = config.model_dump(mode="json") | {
         DATASET_KEY: prepared.manifest["dataset_sha256"],
@@ -644,6 +672,7 @@ class Steps:
     dry_run: Callable[..., float]
     fit: Callable[..., tuple[AnswerLossTrainer, float, bool]]
     save: Callable[..., dict]
+    launch: Callable[..., dict] = ddp.launch  # the steps above on several processes (DDP)
 
 
 PLAIN_STEPS = Steps(prepare=prepare, dry_run=dry_run, fit=fit, save=save_run)
@@ -671,8 +700,36 @@ def train(
         with run_lock(config):  # one writer from the checkpoint's check to the saved run
             # before the model loads: a damaged checkpoint is named without waiting for it
             checkpoint = last_checkpoint(run_dir) if config.resume else None
+            if config.distributed:
+                if callbacks:
+                    log.warning(
+                        "%d callback(s) not run: the ranks run in their own processes",
+                        len(callbacks),
+                    )
+                return steps.launch(config, checkpoint, token)
             prepared = steps.prepare(config, token)
             trainer, seconds, finished = steps.fit(config, prepared, checkpoint, callbacks)
             if not finished:
                 return {"stopped_at_step": trainer.state.global_step, "run_dir": str(run_dir)}
             return steps.save(config, prepared, trainer, seconds, token)
+
+
+def run_rank(argv: list[str]) -> int:
+    """One rank of a training on several processes (``ddp.launch`` starts them under
+    torchrun): prepare, train (DDP), and on rank 0 save the run."""
+    config = TrainConfig.model_validate_json(Path(argv[0]).read_text())
+    checkpoint = Path(argv[1]) if len(argv) > 1 and argv[1] else None
+    token = os.environ.get(ddp.TOKEN_ENV)
+    prepared = prepare(config, token)
+    trainer, seconds, finished = fit(config, prepared, checkpoint)
+    if finished and trainer.is_world_process_zero():
+        save_run(config, prepared, trainer, seconds, token)
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(
+        level=logging.INFO if ddp.is_main() else logging.WARNING,
+        format=f"[rank {ddp.rank()}] %(levelname)s %(name)s: %(message)s",
+    )
+    sys.exit(run_rank(sys.argv[1:]))
