@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     config = config.model_copy(
         update={"model": predict.without_champion(config.model, config.registry)}
     )
-    devices.choose(config.device)  # a GPU asked for and not there: said before loading
+    devices.choose(config.device, announce=False)  # a GPU asked for and not there: said now
     models.resolve(predict.model_folder(config.model))
     predict.check_source(config.input)
     if config.input == "-":

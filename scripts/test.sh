@@ -19,7 +19,7 @@ fi
 # (trained runs, datasets) in one worker.
 workers="${LINKLM_TEST_WORKERS:-2}"
 rc=0
-.venv/bin/python -m pytest -q --timeout=900 -n "$workers" --dist loadfile "$@" || rc=$?
+.venv/bin/python -m pytest -q --timeout=900 -n "$workers" --dist loadfile --durations=25 "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then
     echo "pytest collected no tests: the suite is broken (exit 5)" >&2
     exit 1

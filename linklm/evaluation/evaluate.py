@@ -64,7 +64,7 @@ def check(config: EvalConfig) -> EvalConfig:
     Returns the config with 'latest' pinned to the run it found, so the evaluation that
     follows scores that run even if another one finishes meanwhile."""
     source, run_dir = model_source(config)
-    devices.choose(config.device)  # a GPU asked for and not there: said before anything loads
+    devices.choose(config.device, announce=False)  # a GPU asked for and not there: said now
     models.resolve(source)
     atomic.check_writable(out_dir_of(config, run_dir))
     if not (Path(config.data_dir) / "manifest.json").exists():

@@ -34,14 +34,17 @@ def check(requested: Device) -> None:
         raise ValueError(f"device {requested!r}: one of {DEVICE_CHOICES}")
 
 
-def choose(requested: Device = "auto") -> torch.device:
-    """The device to answer on, or a DeviceError saying why the one asked for is not there."""
+def choose(requested: Device = "auto", announce: bool = True) -> torch.device:
+    """The device to answer on, or a DeviceError saying why the one asked for is not there;
+    ``announce`` logs the choice (off for a CLI's check before anything runs, which prints
+    nothing but errors)."""
     check(requested)
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if requested == "auto":
         device = torch.device("cuda:0" if visible else "cpu")
         why = "" if visible else " (no CUDA device visible to torch)"
-        log.info("answering on %s%s", describe(device), why)
+        if announce:
+            log.info("answering on %s%s", describe(device), why)
         return device
     device = torch.device(requested)
     if device.type == "cuda":
@@ -56,7 +59,8 @@ def choose(requested: Device = "auto") -> torch.device:
                 f"device {requested}: only {visible} CUDA device(s) visible (cuda:0.."
                 f"cuda:{visible - 1}); use one of them or auto"
             )
-    log.info("answering on %s", describe(device))
+    if announce:
+        log.info("answering on %s", describe(device))
     return device
 
 
