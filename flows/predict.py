@@ -82,16 +82,7 @@ def _answer_stdin(config: PredictConfig) -> int:
     """Links on stdin: answered in-process, with no Prefect start-up (so the token comes
     from HF_TOKEN only), printed as JSON lines unless --output names a file."""
     token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
-    predictor = predict.Predictor(
-        config.model,
-        config.batch_size,
-        config.fallback,
-        token,
-        config.registry,
-        config.top_k,
-        config.strict,
-        config.device,
-    )
+    predictor = predict.Predictor.from_config(config, token)
     prediction = predictor.predict_source("-")
     if "output" in config.model_fields_set and config.output != "-":
         predict_io.write_answers(prediction.rows, config.output, config.input)

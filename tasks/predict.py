@@ -21,16 +21,7 @@ from tasks.retry import only_transient
     retry_condition_fn=only_transient,
 )
 def load(config: PredictConfig, token: str | None) -> predict.Predictor:
-    return predict.Predictor(
-        config.model,
-        config.batch_size,
-        config.fallback,
-        token,
-        config.registry,
-        config.top_k,
-        config.strict,
-        config.device,
-    )
+    return predict.Predictor.from_config(config, token)
 
 
 @task(name="answer-links", cache_policy=NO_CACHE, persist_result=False)

@@ -87,3 +87,16 @@ def artifact_keys() -> set[str]:
 # a few hundred rows, batches of 16 and a quick learning rate: the default model moves in
 # a few dozen steps, which is what a test of training needs (resume, kills, saves)
 TINY_TRAINING = {"batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 2, "max_rows": 800}
+
+
+def cli_error(main, argv: list[str], capsys) -> tuple[int, str]:
+    """(exit code, the one stderr line) of a CLI run in-process, as ``python -m`` runs it;
+    asserts the line is one ``error:`` line."""
+    from flows.cli import run_cli
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(lambda: main(argv))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return stopped.value.code, err[0]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import cli_error as _call
 from conftest import flip_last_byte
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,7 +31,6 @@ from flows import publish as publish_cli
 from flows import retrain as retrain_cli
 from flows import sweep as sweep_cli
 from flows import train as train_cli
-from flows.cli import run_cli
 from linklm import schema
 from linklm.config import EvalConfig, PredictConfig, TrainConfig
 from linklm.data import dataset, reader, rules
@@ -97,16 +97,6 @@ def no_flow(monkeypatch):
     for module, names in FLOWS.items():
         for name in names:
             monkeypatch.setattr(module, name, tripwire)
-
-
-def _call(main, argv: list[str], capsys) -> tuple[int, str]:
-    """(exit code, the one stderr line) of a CLI run in-process; asserts it is one line."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as stopped:
-        run_cli(lambda: main(argv))
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return stopped.value.code, err[0]
 
 
 def _snapshot(folder: Path) -> dict[str, str]:

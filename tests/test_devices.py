@@ -7,11 +7,11 @@ import logging
 
 import pytest
 import torch
+from conftest import cli_error
 from pydantic import ValidationError
 
 from flows import evaluate as evaluate_cli
 from flows import predict as predict_cli
-from flows.cli import run_cli
 from linklm.config import EvalConfig, PredictConfig, TrainConfig
 from linklm.evaluation import evaluate
 from linklm.model import devices, training
@@ -70,12 +70,8 @@ def test_clis_refuse_a_missing_gpu_before_loading_and_metrics_say_the_device(
             ["--model", tiny, "--input", str(small_dataset), "--output", str(tmp_path / "a.csv")],
         ),
     ):
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as stopped:
-            run_cli(lambda main=main, argv=argv: main([*argv, "--device", "cuda"]))
-        err = capsys.readouterr().err.strip().splitlines()
-        assert stopped.value.code == 2 and len(err) == 1, err
-        assert err[0].startswith("error: device cuda: no CUDA device is visible here")
+        code, line = cli_error(main, [*argv, "--device", "cuda"], capsys)
+        assert code == 2 and line.startswith("error: device cuda: no CUDA device is visible here")
     assert not (tmp_path / "a.csv").exists()
     config = EvalConfig(
         model=tiny, data_dir=small_dataset, max_rows=10, rank=False, out_dir=tmp_path / "e"

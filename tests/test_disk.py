@@ -12,13 +12,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import cli_error
 from transformers import TrainerCallback
 
 from flows import data as data_cli
 from flows import evaluate as evaluate_cli
 from flows import predict as predict_cli
 from flows import train as train_cli
-from flows.cli import run_cli
 from linklm.config import TrainConfig
 from linklm.errors import StorageError
 from linklm.model import training
@@ -50,15 +50,6 @@ def _read_only(folder: Path) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
 
 
-def _one_line(main, argv, capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as stopped:
-        run_cli(lambda: main(argv))
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return stopped.value.code, err[0]
-
-
 @pytest.fixture(scope="module")
 def tiny(small_dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("disk-runs")
@@ -74,7 +65,7 @@ def test_predict_into_a_read_only_folder_is_refused_before_answering(
     answers.write_text("scenario_id,recommended_channel_mhz\n1,5180\n")  # an earlier output
     _read_only(disk)
     argv = ["--model", str(tiny), "--input", str(small_dataset), "--output", str(answers)]
-    code, line = _one_line(predict_cli.main, argv, capsys)
+    code, line = cli_error(predict_cli.main, argv, capsys)
     assert code == 2 and f"{disk}: cannot write there (read-only file system)" in line
     assert answers.read_text() == "scenario_id,recommended_channel_mhz\n1,5180\n"
 
@@ -82,7 +73,7 @@ def test_predict_into_a_read_only_folder_is_refused_before_answering(
 def test_data_is_refused_where_its_rows_would_not_fit(mount, capsys):
     disk = mount("1m")
     argv = ["--out-dir", str(disk / "data"), "--n-rows", "20000"]
-    code, line = _one_line(data_cli.main, argv, capsys)
+    code, line = cli_error(data_cli.main, argv, capsys)
     assert code == 2 and "free on its disk, and 20,000 rows needs about 45.8 MB" in line
     assert list(disk.iterdir()) == []
 
@@ -99,7 +90,7 @@ def test_an_output_folder_that_is_a_file_is_named(small_dataset, tiny, tmp_path,
             ["--model", str(tiny), "--data-dir", str(small_dataset), "--out-dir", str(a_file)],
         ),
     ):
-        code, line = _one_line(main, argv, capsys)
+        code, line = cli_error(main, argv, capsys)
         assert code == 2 and "a file, not a folder" in line and str(a_file) in line, line
     assert a_file.read_text() == "keep me"
 

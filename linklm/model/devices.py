@@ -10,7 +10,6 @@ back to the CPU.
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
 import torch
 
@@ -20,7 +19,6 @@ log = logging.getLogger(__name__)
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 Device = str  # checked by ``check``: "auto", "cpu", "cuda", "cuda:N"
-Precision = Literal["float32", "bfloat16"]
 
 
 class DeviceError(LinkLMError):

@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from linklm import schema
+from linklm.config import PredictConfig
 from linklm.data import dataset, reader, rules
 from linklm.errors import LinkLMError, SchemaError, first_line
 from linklm.evaluation import answers, baselines
@@ -389,6 +390,20 @@ class Predictor:
         self.batch_size = batch_size
         self.fallback = fallback
         self.top_k = top_k
+
+    @classmethod
+    def from_config(cls, config: PredictConfig, token: str | None = None) -> Predictor:
+        """The predictor a predict config describes (the flow's task and the stdin path)."""
+        return cls(
+            config.model,
+            config.batch_size,
+            config.fallback,
+            token,
+            config.registry,
+            config.top_k,
+            config.strict,
+            config.device,
+        )
 
     @property
     def source(self) -> str:
