@@ -1,4 +1,4 @@
-# The GPU worker image: CUDA runtime, the project with its gpu extra, a Prefect worker for
+# The GPU worker image: CUDA runtime, the project with its gpu and s3 extras, a Prefect worker for
 # the GPU pool. Build and run (the host needs the NVIDIA Container Toolkit):
 #   docker build -t linklm-gpu-worker .
 #   docker run --gpus all -e PREFECT_API_URL=http://prefect.example:4200/api \
@@ -46,11 +46,11 @@ COPY pyproject.toml README.md ./
 RUN pip install "torch==2.13.0" \
     && mkdir -p linklm flows tasks deployments \
     && touch linklm/__init__.py flows/__init__.py tasks/__init__.py deployments/__init__.py \
-    && pip install ".[gpu]" \
+    && pip install ".[gpu,s3]" \
     && pip uninstall -y linklm
 
 COPY --chown=linklm:linklm . .
-RUN pip install --no-deps -e ".[gpu]" \
+RUN pip install --no-deps -e ".[gpu,s3]" \
     && mkdir -p runs && chown -R linklm:linklm /opt/linklm
 
 USER linklm

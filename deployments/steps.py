@@ -48,8 +48,7 @@ def project_dir(directory: str = "") -> Path:
 
 def checkouts_dir() -> Path:
     """Where a git-tracking worker keeps its clones (``$LINKLM_HOME/checkouts``)."""
-    from linklm.model.models import home  # here, not at the top: it imports torch, and the worker
-    # CLI imports this module only for HERE; a pull step runs where the flow loads torch anyway
+    from linklm.store import home
 
     return home().expanduser() / "checkouts"
 

@@ -21,6 +21,7 @@ from flows.cli import ArgumentParser, add_model_options, model_from_options, run
 from flows.data import data_flow
 from flows.evaluate import evaluate_flow, print_result
 from flows.train import train_flow
+from linklm import store
 from linklm.config import (
     DataFlowConfig,
     DemoConfig,
@@ -30,7 +31,6 @@ from linklm.config import (
     intervals_for,
 )
 from linklm.model import models
-from linklm.serving import storage
 from tasks import evaluate as t_eval
 from tasks import storage as t_storage
 
@@ -41,12 +41,12 @@ def configs(config: DemoConfig) -> tuple[DataFlowConfig, TrainConfig, EvalConfig
     data = DataFlowConfig(
         out_dir=data_dir,
         generation=GenerationConfig(n_rows=config.n_rows, chunk_size=10_000, seed=config.seed),
-        artifacts_url=storage.NO_COPY,  # the demo publishes its run folder, not the data
+        artifacts_url=store.NO_COPY,  # the demo publishes its run folder, not the data
     )
     steps = config.train.planned_steps(train_rows=int(0.8 * config.n_rows))  # ~80 % train
     train = TrainConfig(
         **config.train.model_dump(),
-        artifacts_url=storage.NO_COPY,  # the demo flow publishes the run folder once
+        artifacts_url=store.NO_COPY,  # the demo flow publishes the run folder once
         data_dir=data_dir,
         model=config.model,
         out_dir=config.out_dir / "train",
@@ -56,7 +56,7 @@ def configs(config: DemoConfig) -> tuple[DataFlowConfig, TrainConfig, EvalConfig
         **intervals_for(steps),
     )
     evaluation = EvalConfig(
-        artifacts_url=storage.NO_COPY,
+        artifacts_url=store.NO_COPY,
         model=str(train.out_dir / train.run_name),
         data_dir=data_dir,
         max_rows=config.eval_rows,
@@ -84,8 +84,8 @@ def demo_flow(config: DemoConfig = DemoConfig()) -> dict:  # noqa: B008 (UI form
     trained = train_flow(train_config)
     logger.info("trained %s in %s s", trained["run_dir"], trained["train_seconds"])
     result = evaluate_flow(eval_config)
-    result["artifacts"] = t_storage.publish_folder(
-        train_config.out_dir / train_config.run_name, config.artifacts_url, "demo"
+    result["artifacts"] = t_storage.publish_run(
+        train_config.out_dir / train_config.run_name, config.artifacts_url, "demo-artifacts"
     )
     result["demo_seconds"] = round(time.perf_counter() - started, 1)
     logger.info(

@@ -30,11 +30,11 @@ def evaluate_flow(config: EvalConfig = EvalConfig()) -> dict:  # noqa: B008 (UI 
     logger = get_run_logger()
     result = t.evaluate_model(config, secrets.hf_token())
     paths = t.render_report(result)
-    t.publish(result, paths)
-    result["report"] = {k: str(v) for k, v in paths.items()}
     result["artifacts"] = t_storage.publish_folder(
         Path(result["out_dir"]), config.artifacts_url, "evaluate"
     )
+    t.publish(result, paths, published=result["artifacts"])
+    result["report"] = {k: str(v) for k, v in paths.items()}
     logger.info("report: %s", paths["html"])
     return result
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from flows.data import data_flow
 from flows.evaluate import evaluate_flow
 from flows.train import train_flow
+from linklm import store
 from linklm.config import DataFlowConfig, EvalConfig, ExperimentBase, GenerationConfig, TrainConfig
 from linklm.data import dataset
 from linklm.errors import LinkLMError
 from linklm.evaluation import evaluate, experiments
-from linklm.serving import storage
 
 
 class ExperimentError(LinkLMError):
@@ -53,7 +53,7 @@ def ensure_data(config: ExperimentBase) -> Path:
             DataFlowConfig(
                 out_dir=config.data_dir,
                 generation=GenerationConfig(n_rows=config.n_rows, seed=config.seed),
-                artifacts_url=storage.NO_COPY,  # the experiment publishes its own folder
+                artifacts_url=store.NO_COPY,  # the experiment publishes its own folder
             )
         )
     return config.data_dir
@@ -65,10 +65,10 @@ def train_and_evaluate(train_config: TrainConfig, config: ExperimentBase) -> tup
     Returns (the trial's row: its settings, training figures and headline metrics; the
     evaluation result, whose baselines are the same for every trial).
     """
-    trained = train_flow(train_config.model_copy(update={"artifacts_url": storage.NO_COPY}))
+    trained = train_flow(train_config.model_copy(update={"artifacts_url": store.NO_COPY}))
     result = evaluate_flow(
         EvalConfig(
-            artifacts_url=storage.NO_COPY,  # the experiment publishes its whole folder
+            artifacts_url=store.NO_COPY,  # the experiment publishes its whole folder
             model=trained["run_dir"],
             data_dir=train_config.data_dir,
             max_rows=config.eval_rows,

@@ -18,7 +18,7 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
 from flows.experiments import ExperimentError, attempt, ensure_data, trial_config
-from linklm import atomic
+from linklm import atomic, store
 from linklm.config import LearningCurveConfig, TrainConfig
 from linklm.data import dataset
 from linklm.evaluation import charts, evaluate, experiments, report
@@ -78,11 +78,8 @@ def learning_curve_flow(config: LearningCurveConfig = LearningCurveConfig()) -> 
         config.out_dir, config.artifacts_url, "learning-curve"
     )
     create_table_artifact(key="learning-curve", table=points, description="metrics per size")
-    create_link_artifact(
-        key="learning-curve-report",
-        link=paths["html"].resolve().as_uri(),
-        link_text=str(paths["html"]),
-    )
+    report_link = store.file_link(paths["html"], config.out_dir, summary["artifacts"])
+    create_link_artifact(key="learning-curve-report", link=report_link, link_text=report_link)
     return summary
 
 

@@ -27,7 +27,7 @@ from flows.cli import ArgumentParser, add_model_options, model_from_options, run
 from flows.data import data_flow
 from flows.evaluate import evaluate_flow
 from flows.train import train_flow
-from linklm import atomic
+from linklm import atomic, store
 from linklm.config import (
     DataFlowConfig,
     EvalConfig,
@@ -41,13 +41,18 @@ from linklm.errors import LinkLMError
 from linklm.evaluation import evaluate
 from linklm.model import models
 from linklm.model.training import versions
-from linklm.serving import registry, storage
+from linklm.serving import registry
 from tasks import registry as t_registry
 from tasks import storage as t_storage
 
 
 class RetrainError(LinkLMError):
     """The challenger failed; the champion is unchanged."""
+
+
+def where(config: RetrainConfig) -> registry.Location:
+    """The registry this retraining reads and decides in: the store's when one is set."""
+    return registry.location(config.registry, config.artifacts_url)
 
 
 def frozen_test(config: RetrainConfig, current: dict) -> dict:
@@ -63,7 +68,7 @@ def frozen_test(config: RetrainConfig, current: dict) -> dict:
                 out_dir=config.frozen_dir,
                 generation=GenerationConfig(n_rows=config.frozen_rows, seed=config.frozen_seed),
                 export_csv=False,
-                artifacts_url=storage.NO_COPY,  # datasets are lineage here, not results
+                artifacts_url=store.NO_COPY,  # datasets are lineage here, not results
             )
         )
     manifest = dataset.require_intact(config.frozen_dir)
@@ -73,7 +78,7 @@ def frozen_test(config: RetrainConfig, current: dict) -> dict:
         "rows": manifest["rows"],
         "generation": manifest["generation"],
     }
-    registry.check_frozen(current, frozen, config.registry)
+    registry.check_frozen(current, frozen, where(config))
     return frozen
 
 
@@ -89,7 +94,7 @@ def fresh_data(config: RetrainConfig) -> tuple[Path, int | None]:
             out_dir=out,
             generation=GenerationConfig(n_rows=config.n_rows, seed=seed),
             export_csv=False,
-            artifacts_url=storage.NO_COPY,
+            artifacts_url=store.NO_COPY,
         )
     )
     return out, seed
@@ -99,7 +104,7 @@ def challenger_config(config: RetrainConfig, data_dir: Path, run_name: str) -> T
     steps = config.train.planned_steps(train_rows=int(0.8 * config.n_rows))
     return TrainConfig(
         **config.train.model_dump(),
-        artifacts_url=storage.NO_COPY,  # retrain publishes the challenger's folder itself
+        artifacts_url=store.NO_COPY,  # retrain publishes the challenger's folder itself
         data_dir=data_dir,
         model=config.model,
         out_dir=config.out_dir / "runs",
@@ -114,7 +119,7 @@ def score_on_frozen(config: RetrainConfig, model: str, out_dir: Path) -> tuple[d
     """(headline metrics on the frozen test rows, or None; what went wrong if None)."""
     state = evaluate_flow(
         EvalConfig(
-            artifacts_url=storage.NO_COPY,
+            artifacts_url=store.NO_COPY,
             model=model,
             data_dir=config.frozen_dir,
             max_rows=config.eval_rows,
@@ -159,7 +164,7 @@ def champion_scores(
         return None, None, None
     logger = get_run_logger()
     try:
-        champion_dir = registry.champion_run_dir(config.registry, current)
+        champion_dir = registry.champion_run_dir(where(config), current)
     except registry.RegistryError as exc:
         logger.warning("%s", exc)
         return record["id"], None, str(exc)
@@ -187,7 +192,7 @@ def lineage(config: RetrainConfig, train_config: TrainConfig, data: Path, seed, 
 def retrain_flow(config: RetrainConfig = RetrainConfig()) -> dict:  # noqa: B008 (UI form default)
     """Train a challenger on fresh data and promote it only if it beats the champion."""
     logger = get_run_logger()
-    current = registry.read(config.registry)  # the decision itself re-reads it under its lock
+    current = registry.read(where(config))  # the decision itself re-reads it under its lock
     frozen = frozen_test(config, current)
     data_dir, seed = fresh_data(config)
     run_name = f"challenger-{time.strftime('%Y%m%d-%H%M%S')}-{str(flow_run.get_id())[:6]}"
@@ -200,8 +205,8 @@ def retrain_flow(config: RetrainConfig = RetrainConfig()) -> dict:  # noqa: B008
         champion_id, champion_metrics = (current["champion"] or {}).get("id"), None
         champion_error = None
     published = None
-    if summary:
-        published = t_storage.publish_folder(run_dir, config.artifacts_url, "retrain", run_name)
+    if summary:  # runs/<run_name> of the store: where any machine fetches it when it serves
+        published = t_storage.publish_run(run_dir, config.artifacts_url, "retrain-artifacts")
     outcome = {
         "id": run_name,
         "run_dir": str(run_dir.resolve()),
@@ -217,12 +222,9 @@ def retrain_flow(config: RetrainConfig = RetrainConfig()) -> dict:  # noqa: B008
         "artifacts": published,
     }
     entry = t_registry.record_decision(
-        config.registry, outcome, champion_id, frozen, config.replace_unscorable_champion
+        where(config), outcome, champion_id, frozen, config.replace_unscorable_champion
     )
     logger.info("%s: %s (%s)", run_name, entry["decision"], entry["reason"])
-    url = storage.artifacts_url(config.artifacts_url)
-    if url:
-        storage.publish_file(config.registry, storage.join(url, "registry", config.registry.name))
     if entry["decision"] == "failed":
         raise RetrainError(f"{run_name}: {error}; the champion ({champion_id}) is unchanged")
     if entry["decision"] == "blocked":
@@ -239,17 +241,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     config = model_from_options(RetrainConfig, args)
     if args.show_champion:
-        record = registry.champion(config.registry)
-        print(json.dumps(record, indent=2) if record else f"{config.registry}: no champion yet")
+        record = registry.champion(where(config))
+        print(json.dumps(record, indent=2) if record else f"{where(config)}: no champion yet")
         return 0
     # fail before Prefect starts (and before the frozen set is built): registry, data, model
-    registry.read(config.registry)
+    registry.read(where(config))
     if config.data_dir is not None:
         dataset.read_manifest(config.data_dir)
     models.resolve(config.model)
     entry = retrain_flow(config)
     print(f"{entry['id']}: {entry['decision']}: {entry['reason']}")
-    print(f"registry: {config.registry}")
+    print(f"registry: {where(config)}")
     return 0
 
 

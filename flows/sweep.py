@@ -20,7 +20,7 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, add_model_options, fail, options_given, run_cli
 from flows.experiments import ExperimentError, attempt, ensure_data, trial_config
-from linklm import atomic
+from linklm import atomic, store
 from linklm.config import SweepConfig, TrainConfig
 from linklm.data import dataset
 from linklm.evaluation import charts, evaluate, experiments, report, summaries
@@ -81,9 +81,8 @@ def sweep_flow(config: SweepConfig = SweepConfig()) -> dict:  # noqa: B008 (UI f
         table=[{k: v for k, v in r.items() if k != "settings"} for r in results],
         description=f"trials ranked by {config.metric}",
     )
-    create_link_artifact(
-        key="sweep-report", link=paths["html"].resolve().as_uri(), link_text=str(paths["html"])
-    )
+    report_link = store.file_link(paths["html"], config.out_dir, summary["artifacts"])
+    create_link_artifact(key="sweep-report", link=report_link, link_text=report_link)
     return summary
 
 

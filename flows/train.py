@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
+from linklm import store
 from linklm.config import TrainConfig
 from linklm.evaluation import card
 from linklm.model import training
@@ -39,12 +40,12 @@ def train_flow(config: TrainConfig = TrainConfig()) -> dict:  # noqa: B008 (UI f
     if "stopped_at_step" in summary:  # a callback stopped it: no finished run to publish
         return summary
     run_dir = Path(summary["run_dir"])
-    create_link_artifact(key="train-run", link=run_dir.resolve().as_uri(), link_text=str(run_dir))
+    # runs/<run_name> of the store, where every worker finds it; the UI links there
+    summary["artifacts"] = t_storage.publish_run(run_dir, config.artifacts_url, "train-artifacts")
+    where = summary["artifacts"] or str(run_dir)
+    create_link_artifact(key="train-run", link=store.link(where), link_text=where)
     create_markdown_artifact(
         key="train-summary", markdown="# Training run\n\n" + card.training_table(summary)
-    )
-    summary["artifacts"] = t_storage.publish_folder(
-        run_dir, config.artifacts_url, "train", run_dir.name
     )
     logger.info("run saved in %s", summary["run_dir"])
     return summary

@@ -6,9 +6,16 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from linklm import schema
 
@@ -225,8 +232,14 @@ class TrainConfig(TrainSettings):
     resume: bool = Field(False, description="Continue from the run's last checkpoint.")
     artifacts_url: str | None = Field(
         None,
-        description="Folder or fsspec URL the run folder is copied to when finished; default "
-        "$LINKLM_ARTIFACTS_URL, else no copy.",
+        description="The store (a folder or fsspec URL) the run folder is copied to when "
+        "finished, as runs/<run_name>; default $LINKLM_ARTIFACTS_URL, else no copy.",
+    )
+    store_checkpoints: bool = Field(
+        False,
+        description="Copy each checkpoint to the store as it is saved: the same run_name run "
+        "again on any worker (a retry, a re-trigger after a worker died) resumes from the "
+        "newest one there. Needs run_name and a store.",
     )
     dry_run: bool = Field(False, description="Build everything, one forward/backward, stop.")
     # Training on several processes (DDP under torchrun: gloo on the CPU, NCCL on GPUs).
@@ -260,6 +273,10 @@ class TrainConfig(TrainSettings):
     def _resume_names_a_run(self) -> TrainConfig:
         if self.resume and not self.run_name:
             raise ValueError("resume needs run_name (the run folder to continue)")
+        if self.store_checkpoints and not self.run_name:
+            raise ValueError(
+                "store_checkpoints needs run_name: a run found again by its name resumes"
+            )
         return self
 
 
@@ -427,6 +444,21 @@ class SweepConfig(ExperimentBase):
         ]
 
 
+REGISTRY_FIELD = Field(
+    None,
+    description="The champion registry (a path or a store URL); default the store's "
+    "registry/registry.json when a store is set, else runs/registry/registry.json.",
+)
+
+
+def _registry_as_text(value: object) -> object:
+    """A Path given in Python is kept as its text (a store URL is no Path)."""
+    return str(value) if isinstance(value, Path) else value
+
+
+RegistryLocation = Annotated[str | None, BeforeValidator(_registry_as_text)]
+
+
 class PredictConfig(BaseModel):
     """Batch scoring: a trained model answers every link of a file."""
 
@@ -451,7 +483,7 @@ class PredictConfig(BaseModel):
     )
     batch_size: int = Field(64, gt=0)
     device: str = DEVICE_FIELD
-    registry: Path | None = Field(None, description="Registry file for 'champion'.")
+    registry: RegistryLocation = REGISTRY_FIELD
     top_k: int = Field(
         3,
         ge=1,
@@ -482,9 +514,7 @@ class RetrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    registry: Path = Field(
-        Path("runs/registry/registry.json"), description="The champion registry file."
-    )
+    registry: RegistryLocation = REGISTRY_FIELD
     frozen_dir: Path = Field(
         Path("runs/registry/frozen-test"),
         description="The frozen test set every challenger and the champion answer; made once.",

@@ -33,4 +33,5 @@ class PromptError(LinkLMError):
 
 
 class StorageError(LinkLMError):
-    """A folder that cannot take what a run would write: read-only, a file, too little space."""
+    """A folder or store that cannot take what a run would write (read-only, a file, too
+    little space, an unreachable URL), or a copy in the store that is absent or damaged."""

@@ -18,6 +18,7 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
+from linklm import store
 from linklm.config import EvalConfig
 from linklm.evaluation import eval_report, evaluate, summaries
 from tasks.retry import only_transient
@@ -58,8 +59,14 @@ def png_data_url(path: Path) -> str:
 
 
 @task(name="publish-evaluation", cache_policy=NO_CACHE, persist_result=False)
-def publish(result: dict, paths: dict[str, Path], key_prefix: str = "evaluation") -> None:
-    """Markdown summary, systems table, report link and the baseline chart as artifacts."""
+def publish(
+    result: dict,
+    paths: dict[str, Path],
+    key_prefix: str = "evaluation",
+    published: str | None = None,
+) -> None:
+    """Markdown summary, systems table, report link and the baseline chart as artifacts; the
+    report link points at the store's copy when the folder was ``published`` there."""
     create_markdown_artifact(
         key=f"{key_prefix}-summary", markdown=summaries.evaluation_markdown(result)
     )
@@ -70,8 +77,8 @@ def publish(result: dict, paths: dict[str, Path], key_prefix: str = "evaluation"
     )
     create_link_artifact(
         key=f"{key_prefix}-report",
-        link=Path(paths["html"]).resolve().as_uri(),
-        link_text=str(paths["html"]),
+        link=store.file_link(paths["html"], result["out_dir"], published),
+        link_text=store.file_link(paths["html"], result["out_dir"], published),
     )
     if "png:baselines" in paths:
         create_image_artifact(

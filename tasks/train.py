@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
+from prefect import get_client, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.states import Crashed
 
 from linklm.config import TrainConfig
 from linklm.evaluation import card
@@ -72,4 +74,40 @@ def launch(config: TrainConfig, checkpoint: Path | None, token: str | None) -> d
     return summary
 
 
-STEPS = training.Steps(prepare=prepare, dry_run=dry_run, fit=fit, save=save, launch=launch)
+def owner() -> dict:
+    """The flow run training, as the run's lease in the store names it."""
+    run_id = flow_run.get_id()
+    return {"flow_run_id": str(run_id)} if run_id else {}
+
+
+@task(name="crash-abandoned-run", cache_policy=NO_CACHE, persist_result=False)
+def crash_abandoned(previous: dict) -> str | None:
+    """The flow run whose worker died training this run (SIGKILL, a Colab disconnect) stays
+    Running on the server forever: mark it Crashed, saying who resumed it. Returns the state
+    it is left in (None when the lease named no other flow run)."""
+    run_id, me = previous.get("flow_run_id"), str(flow_run.get_id())
+    if not run_id or run_id == me:
+        return None
+    with get_client(sync_client=True) as client:
+        old = client.read_flow_run(run_id)
+        if old.state is not None and old.state.is_final():
+            return old.state.name
+        message = (
+            f"its worker ({previous.get('host')}, pid {previous.get('pid')}) stopped renewing "
+            f"the lease of run {previous.get('run_name')}; flow run {me} resumed it from the "
+            "store"
+        )
+        client.set_flow_run_state(old.id, Crashed(message=message), force=True)
+    get_run_logger().warning("flow run %s marked Crashed: %s", run_id, message)
+    return "Crashed"
+
+
+STEPS = training.Steps(
+    prepare=prepare,
+    dry_run=dry_run,
+    fit=fit,
+    save=save,
+    launch=launch,
+    owner=owner,
+    took_over=crash_abandoned,
+)

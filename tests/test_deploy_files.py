@@ -131,7 +131,7 @@ def test_dockerfile_is_a_non_root_cuda_gpu_worker_with_a_healthcheck():
     # version beside it, and the driver it needs is required of the host
     assert base == "ubuntu:24.04"
     runs = " ".join(a for w, a in instructions if w == "RUN")
-    assert '"torch==2.13.0"' in runs and '".[gpu]"' in runs
+    assert '"torch==2.13.0"' in runs and '".[gpu,s3]"' in runs
     assert re.search(r"torch==(\d+\.\d+\.\d+)", runs).group(1) == _pyproject_torch()
     users = [a for w, a in instructions if w == "USER"]
     assert users and users[-1] not in ("root", "0")

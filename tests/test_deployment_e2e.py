@@ -25,7 +25,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlo
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from linklm.serving import storage
+from linklm import store
 
 SERVER_START_S = 120
 DEPLOY_S = 300
@@ -107,7 +107,7 @@ def server(tmp_path_factory):
         "DO_NOT_TRACK": "1",
         "LINKLM_HOME": str(home / "linklm-home"),
     }
-    for name in ("PREFECT_API_KEY", storage.ENV_VAR, "LINKLM_PROJECT_DIR"):
+    for name in ("PREFECT_API_KEY", store.ENV_VAR, "LINKLM_PROJECT_DIR"):
         env.pop(name, None)
     procs = Processes(home)
     try:
@@ -238,6 +238,6 @@ def test_demo_deployment_runs_on_a_real_worker(server, tmp_path):
     reports = list((tmp_path / "demo" / "train").glob("demo-*/eval-test/report/report.html"))
     assert len(reports) == 1 and reports[0].stat().st_size > 10_000
     assert (tmp_path / "demo" / "data" / "manifest.json").exists()
-    (copy,) = list((shared / "demo").iterdir())  # the artifact location, as a file:// URL
+    (copy,) = list((shared / "runs").iterdir())  # the store, as a file:// URL
     assert (copy / "eval-test" / "report" / "report.html").exists()
-    assert (copy / storage.INDEX_FILE).exists() and not (copy / "checkpoints").exists()
+    assert (copy / store.INDEX_FILE).exists() and not (copy / "checkpoints").exists()

@@ -2,11 +2,13 @@
 
 import json
 import math
+import shutil
 import threading
 from pathlib import Path
 
 import pytest
 
+from linklm import store
 from linklm.serving import registry
 from linklm.serving.registry import RegistryError, decide
 
@@ -116,16 +118,47 @@ def test_champion_run_dir_points_at_the_run_and_says_when_it_is_gone(tmp_path):
     run = tmp_path / "runs" / "c1"
     (run / "model").mkdir(parents=True)
     (run / "run.json").write_text("{}")
-    outcome = _outcome("c1", 0.5) | {"run_dir": str(run), "artifacts": "gs://bucket/c1"}
-    registry.record_decision(path, outcome, None, FROZEN)
+    registry.record_decision(path, _outcome("c1", 0.5) | {"run_dir": str(run)}, None, FROZEN)
     assert registry.champion_run_dir(path) == run
     (run / "run.json").unlink()  # not a finished run: not a name to look up on the Hub
     with pytest.raises(RegistryError, match=r"c1's folder .*c1 is not a finished run"):
         registry.champion_run_dir(path)
     (run / "model").rmdir()
     run.rmdir()
-    with pytest.raises(RegistryError, match="not on this machine.*gs://bucket/c1"):
+    with pytest.raises(RegistryError, match="not on this machine, and no copy was published"):
         registry.champion_run_dir(path)
+
+
+def test_a_champion_trained_elsewhere_is_fetched_from_the_store(tmp_path, monkeypatch):
+    """The registry names a run folder of the machine that trained it; any other machine
+    takes the store's copy, downloaded once into its cache and checked file by file."""
+    monkeypatch.setenv("LINKLM_HOME", str(tmp_path / "home"))
+    run = tmp_path / "gpu-worker" / "c1"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "weights.bin").write_bytes(b"w" * 100)
+    (run / "run.json").write_text("{}")
+    copy = store.run_url((tmp_path / "store").as_uri(), "c1")
+    store.publish_folder(run, copy)
+    path = store.registry_url((tmp_path / "store").as_uri())
+    registry.record_decision(
+        path, _outcome("c1", 0.5) | {"run_dir": str(run), "artifacts": copy}, None, FROZEN
+    )
+    shutil.rmtree(run.parent)  # this is another machine: the trainer's disk is not here
+    fetched = registry.champion_run_dir(path)
+    assert fetched.parent == tmp_path / "home" / "store"
+    assert (fetched / "model" / "weights.bin").read_bytes() == b"w" * 100
+    assert registry.champion_run_dir(path) == fetched  # a cache hit, not a second download
+    (tmp_path / "store" / "runs" / "c1" / "model" / "weights.bin").write_bytes(b"x" * 100)
+    shutil.rmtree(fetched)
+    with pytest.raises(RegistryError, match="weights.bin: its SHA256 is not the one"):
+        registry.champion_run_dir(path)
+    assert not fetched.exists()  # nothing half-downloaded where the cache looks
+    registry.record_decision(
+        path, _outcome("c2", None) | {"artifacts": "gs://bucket/c2"}, "c1", FROZEN
+    )
+    record = registry.read(path)["champion"] | {"artifacts": "gs://bucket/c1"}
+    with pytest.raises(RegistryError, match="its copy gs://bucket/c1 cannot be read"):
+        registry.champion_run_dir(path, {"champion": record})
 
 
 def test_a_stale_comparison_or_another_frozen_set_is_refused(tmp_path):
@@ -185,6 +218,6 @@ def test_registry_and_storage_need_no_prefect():
     import subprocess
     import sys
 
-    code = "import sys, linklm.serving.registry, linklm.serving.storage; print('prefect' in sys.modules)"
+    code = "import sys, linklm.serving.registry, linklm.store; print('prefect' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +28,13 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from linklm import store
 from linklm.atomic import atomic_dir, sha256_file
 from linklm.errors import LinkLMError, first_line
 from linklm.model import devices, numtok
 from linklm.model.formats import FILE as PROMPT_FILE
 from linklm.model.formats import PromptFormat
-from linklm.model.runs import ADAPTER_CONFIG, RUN_FILE
+from linklm.model.runs import ADAPTER_CONFIG, RUN_FILE, run_weights
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,7 @@ class ModelError(LinkLMError):
     """A model name, path or checkpoint that cannot be used."""
 
 
-def home() -> Path:
-    return Path(os.environ.get("LINKLM_HOME", Path.home() / ".cache" / "linklm"))
+home = store.home  # $LINKLM_HOME: models and the store's cache
 
 
 @dataclass(frozen=True)
@@ -203,6 +202,12 @@ def resolve(name_or_path: str) -> str:
             _build_atomically(folder, prepare_gemma_gguf)
         check_folder(folder)
         return str(folder)
+    fetched = store.local_model(name_or_path)  # a run of the store, in this machine's cache
+    if fetched != name_or_path:
+        weights = run_weights(Path(fetched))
+        if weights is None:
+            raise ModelError(f"{name_or_path}: the run has neither model/ nor adapter/")
+        name_or_path = str(weights)
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").exists() and not _from_run(path):
@@ -228,10 +233,12 @@ def _check_hub_id(name: str) -> None:
     except ValueError:  # not even a valid hub id (HFValidationError)
         cached = None
     if not isinstance(cached, str):
+        shared = store.artifacts_url()
+        runs = f"a run in the store {shared}, " if shared else ""
         raise ModelError(
             f"{name}: not a registered name ({DEFAULT_MODEL}, {GEMMA_GGUF}), a local folder, "
-            "or a hub model in the local cache, and the hub is offline here (HF_HUB_OFFLINE=1); "
-            "check the name, or run where HF_HUB_OFFLINE=0 may download it"
+            f"{runs}or a hub model in the local cache, and the hub is offline here "
+            "(HF_HUB_OFFLINE=1); check the name, or run where HF_HUB_OFFLINE=0 may download it"
         )
 
 

@@ -27,10 +27,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from linklm import atomic
+from linklm import atomic, store
 from linklm.config import TrainConfig
 from linklm.data import dataset
-from linklm.errors import LinkLMError, first_line
+from linklm.errors import LinkLMError, StorageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,62 @@ def run_dir_of(config: TrainConfig) -> Path:
         or f"{Path(config.model).name}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     return config.out_dir / name
+
+
+def checkpoints_url(config: TrainConfig) -> str | None:
+    """Where the run's checkpoints go in the store, or None when it keeps them locally."""
+    shared = store.artifacts_url(config.artifacts_url)
+    if not config.store_checkpoints or shared is None or config.run_name is None:
+        return None
+    return store.join(store.run_url(shared, config.run_name), CHECKPOINTS)
+
+
+def from_store(config: TrainConfig) -> TrainConfig:
+    """A run that keeps its checkpoints in the store and has none on this machine: its
+    newest checkpoint there and its settings are downloaded, and it resumes from them (the
+    worker that trained it died, or the run is retried elsewhere). Anything else as given."""
+    remote = checkpoints_url(config)
+    run_dir = run_dir_of(config)
+    if remote is None or config.dry_run or (run_dir / RUN_FILE).exists() or _checkpoints(run_dir):
+        return config
+    run_url = remote.rsplit("/", 1)[0]
+    if store.has_run(store.artifacts_url(config.artifacts_url), config.run_name):
+        raise TrainingError(
+            f"{run_url}: a finished run of this name is in the store; choose another run_name"
+        )
+    found = store.latest_published(remote, "checkpoint-")
+    if found is None:
+        return config
+    step, url = found
+    settings = store.read_json(store.join(run_url, CONFIG_FILE))
+    if settings is None:
+        raise TrainingError(
+            f"{run_url}/{CONFIG_FILE} is missing: the settings its checkpoints were trained "
+            "with are unknown, so the run cannot continue; train a new run_name"
+        )
+    store.download_folder(url, run_dir / CHECKPOINTS / f"checkpoint-{step}")
+    atomic.write_json(run_dir / CONFIG_FILE, settings)
+    log.info("%s: resuming from step %d of the store (%s)", run_dir, step, url)
+    return config.model_copy(update={"resume": True})
+
+
+@contextlib.contextmanager
+def store_lease(config: TrainConfig, owner: dict) -> Iterator[store.Lease | None]:
+    """The run's lease in the store while it trains (``store.Lease``), for a run whose
+    checkpoints are kept there; None for any other run."""
+    remote = checkpoints_url(config)
+    if remote is None or config.dry_run:
+        yield None
+        return
+    lease = store.Lease(remote.rsplit("/", 1)[0], owner | {"run_name": config.run_name})
+    try:
+        lease.acquire()
+    except StorageError as exc:
+        raise TrainingError(str(exc)) from None
+    try:
+        yield lease
+    finally:
+        lease.release()
 
 
 def _checkpoint_step(path: Path) -> int:

@@ -31,7 +31,7 @@ from transformers import Trainer, TrainerCallback, TrainerState, TrainingArgumen
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 import linklm
-from linklm import atomic
+from linklm import atomic, store
 from linklm.config import TrainConfig
 from linklm.data import augment, dataset
 from linklm.errors import LinkLMError, StorageError, first_line
@@ -225,6 +225,31 @@ class SavePromptFormat(TrainerCallback):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
             self.prompt_format.save(folder)
+
+
+class CheckpointsToStore(TrainerCallback):
+    """Copies each checkpoint, and the run's settings, to ``runs/<run>/checkpoints/`` of the
+    store as it is saved, and removes there the ones the Trainer rotated out here: the same
+    run started on another worker resumes from the newest (``runs.from_store``). Rank 0
+    only; the checkpoint's index is written last, so a copy cut short is never taken."""
+
+    def __init__(self, run_dir: Path, remote: str):
+        self.run_dir, self.remote = run_dir, remote
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        name = f"checkpoint-{state.global_step}"
+        run_url = self.remote.rsplit("/", 1)[0]
+        store.publish_file(self.run_dir / CONFIG_FILE, store.join(run_url, CONFIG_FILE))
+        store.publish_folder(self.run_dir / CHECKPOINTS / name, store.join(self.remote, name), ())
+        kept = {p.name for p in (self.run_dir / CHECKPOINTS).glob("checkpoint-*")}
+        fs, root = store.filesystem(self.remote)
+        for entry in fs.ls(root, detail=False):
+            old = entry.rstrip("/").rsplit("/", 1)[-1]
+            if old.startswith("checkpoint-") and old not in kept:
+                store.remove(store.join(self.remote, old))
+        log.info("checkpoint %s copied to %s", name, self.remote)
 
 
 @dataclass
@@ -609,7 +634,9 @@ def fit(
         DATASET_KEY: prepared.manifest["dataset_sha256"],
         examples.SPLIT_KEY: prepared.split,
     }
-    callbacks = [SaveSettings(run_dir / CONFIG_FILE, settings), *callbacks]
+    remote = runs.checkpoints_url(config)
+    to_store = [CheckpointsToStore(run_dir, remote)] if remote else []
+    callbacks = [SaveSettings(run_dir / CONFIG_FILE, settings), *to_store, *callbacks]
     trainer = build_trainer(config, prepared, run_dir, callbacks)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -652,7 +679,7 @@ def start(config: TrainConfig) -> TrainConfig:
     returned settings in this process takes them as checked; any other checks again."""
     if config.run_name is None:
         config = config.model_copy(update={"run_name": run_dir_of(config).name})
-    config = resumed(config)
+    config = resumed(runs.from_store(config))
     check_hardware(config)
     dataset.read_manifest(config.data_dir)
     base = models.resolve(config.model)
@@ -673,6 +700,10 @@ class Steps:
     fit: Callable[..., tuple[AnswerLossTrainer, float, bool]]
     save: Callable[..., dict]
     launch: Callable[..., dict] = ddp.launch  # the steps above on several processes (DDP)
+    # who trains, as a run's lease in the store names it (the train flow adds its flow run)
+    owner: Callable[[], dict] = dict
+    # called with the lease of a worker that died training this run, once it is taken over
+    took_over: Callable[[dict], object] = lambda previous: None
 
 
 PLAIN_STEPS = Steps(prepare=prepare, dry_run=dry_run, fit=fit, save=save_run)
@@ -697,7 +728,12 @@ def train(
                 "loss": steps.dry_run(config, prepared),
                 "train_rows": len(prepared.train_set),
             }
-        with run_lock(config):  # one writer from the checkpoint's check to the saved run
+        # one writer from the checkpoint's check to the saved run: on this disk, and across
+        # machines for a run whose checkpoints are in the store
+        with run_lock(config), runs.store_lease(config, steps.owner()) as lease:
+            if lease is not None and lease.previous:
+                log.warning("took over %s from a worker that stopped: %s", run_dir, lease.previous)
+                steps.took_over(lease.previous)
             # before the model loads: a damaged checkpoint is named without waiting for it
             checkpoint = last_checkpoint(run_dir) if config.resume else None
             if config.distributed:

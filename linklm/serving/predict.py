@@ -51,17 +51,19 @@ class PredictError(LinkLMError):
     """The model or the input cannot be used at all (single bad rows are reported instead)."""
 
 
-def without_champion(name: str, registry_path: Path | None = None) -> str:
-    """'champion' as the run folder the registry names now (read once); any other name as
-    given. A CLI pins it before Prefect starts, so the flow serves the run it checked."""
+def without_champion(name: str, registry_path: str | Path | None = None) -> str:
+    """'champion' as the run folder the registry names now (read once; the store's
+    registry when a store is set, and the run fetched from it when it was trained on another
+    machine); any other name as given. A CLI pins it before Prefect starts, so the flow
+    serves the run it checked."""
     if name != CHAMPION:
         return name
     from linklm.serving import registry
 
-    return str(registry.champion_run_dir(registry_path or registry.DEFAULT_PATH))
+    return str(registry.champion_run_dir(registry.location(registry_path)))
 
 
-def model_folder(name: str, registry_path: Path | None = None) -> str:
+def model_folder(name: str, registry_path: str | Path | None = None) -> str:
     """What ``models.load`` takes for a run folder, a model folder, a name or 'champion'."""
     run_dir = Path(without_champion(name, registry_path)).expanduser()
     if (run_dir / RUN_FILE).exists():
@@ -376,7 +378,7 @@ class Predictor:
         batch_size: int = 64,
         fallback: Fallback = "none",
         token: str | None = None,
-        registry_path: Path | None = None,
+        registry_path: str | Path | None = None,
         top_k: int = TOP_K,
         strict: bool = False,
         device: str = "auto",

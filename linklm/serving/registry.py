@@ -1,6 +1,6 @@
 """The champion registry: which trained model serves, why, and every decision that led there.
 
-One JSON file (``runs/registry/registry.json`` by default) holds the frozen test set that
+One JSON file holds the frozen test set that
 every score was measured on, the current champion and the history of decisions. Scheduled
 retraining reads it, evaluates a challenger and the champion on the same frozen rows, and
 records the decision here; ``champion_run_dir()`` is what serving code asks for.
@@ -10,6 +10,11 @@ challenger must be strictly better on the chosen metric, a missing score never w
 the first challenger that scored becomes champion. Writes happen under a file lock and
 are atomic, and a decision is refused when the champion changed while it was being made,
 so two retraining runs cannot both promote against a stale champion.
+
+Where the file lives (``location``): the path a config names, else the store's
+``registry/registry.json`` when a store URL is set (every worker on every machine reads
+and writes that one, under a lock object in the store that only one can create), else
+``runs/registry/registry.json`` on this machine.
 """
 
 from __future__ import annotations
@@ -24,14 +29,15 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from linklm import atomic
+from linklm import store
 from linklm.config import LOWER_IS_BETTER
-from linklm.errors import LinkLMError
+from linklm.errors import LinkLMError, StorageError
 from linklm.evaluation import summaries
 from linklm.evaluation.metrics import coverage
 from linklm.model.runs import RUN_FILE
 
 DEFAULT_PATH = Path("runs/registry/registry.json")
+Location = str | Path  # a path on this machine, or a store URL
 FORMAT_VERSION = 1
 LOCK_TIMEOUT_S = 60.0
 
@@ -141,17 +147,45 @@ def empty() -> dict:
     return {"format": FORMAT_VERSION, "frozen_test": None, "champion": None, "history": []}
 
 
-def read(path: Path = DEFAULT_PATH) -> dict:
-    """The registry's content; an empty registry when the file does not exist yet."""
+def location(configured: Location | None = None, store_url: str | None = None) -> Location:
+    """The registry a run uses: the one configured, else the store's (``store_url``, else
+    $LINKLM_ARTIFACTS_URL), else ``DEFAULT_PATH`` on this machine."""
+    if configured is not None and str(configured).strip():
+        return configured if store.is_url(configured) else Path(configured)
+    shared = store.artifacts_url(store_url)
+    return store.registry_url(shared) if shared else DEFAULT_PATH
+
+
+_ABSENT = object()  # no registry file yet (a file holding `null` is no registry)
+
+
+def _content(path: Location) -> object:
+    if store.is_url(path):
+        try:
+            fs, where = store.filesystem(str(path))
+            return json.loads(fs.cat_file(where))
+        except FileNotFoundError:
+            return _ABSENT
+        except ValueError as exc:
+            raise RegistryError(f"{path}: not valid JSON ({exc}); restore it from a copy") from None
+        except (StorageError, OSError) as exc:
+            raise RegistryError(f"{path}: cannot read the registry ({exc})") from None
     path = Path(path)
     if not path.exists():
-        return empty()
+        return _ABSENT
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except ValueError as exc:
         raise RegistryError(f"{path}: not valid JSON ({exc}); restore it from a copy") from None
     except OSError as exc:  # a folder, no permission
         raise RegistryError(f"{path}: cannot read the registry ({exc.strerror})") from None
+
+
+def read(path: Location = DEFAULT_PATH) -> dict:
+    """The registry's content; an empty registry when the file does not exist yet."""
+    data = _content(path)
+    if data is _ABSENT:
+        return empty()
     if not isinstance(data, dict):
         raise RegistryError(f"{path}: not a registry (a JSON object); restore it from a copy")
     if data.get("format") != FORMAT_VERSION:
@@ -174,14 +208,15 @@ def read(path: Path = DEFAULT_PATH) -> dict:
     return data
 
 
-def champion(path: Path = DEFAULT_PATH) -> dict | None:
+def champion(path: Location = DEFAULT_PATH) -> dict | None:
     """The current champion's record (run folder, scores, lineage), or None before the first."""
     return read(path)["champion"]
 
 
-def champion_run_dir(path: Path = DEFAULT_PATH, current: dict | None = None) -> Path:
-    """The champion's training run folder (run.json, model/ or adapter/); ``current``: the
-    registry as the caller read it already (else it is read from ``path``)."""
+def champion_run_dir(path: Location = DEFAULT_PATH, current: dict | None = None) -> Path:
+    """The champion's training run folder (run.json, model/ or adapter/): where it was
+    trained when that is this machine, else its copy in the store, fetched into this
+    machine's cache; ``current``: the registry as the caller read it already."""
     record = (current or read(path))["champion"]
     if record is None:
         raise RegistryError(
@@ -189,11 +224,18 @@ def champion_run_dir(path: Path = DEFAULT_PATH, current: dict | None = None) -> 
             "train, evaluate and promote one"
         )
     run_dir = Path(record["run_dir"])
+    if not (run_dir / RUN_FILE).is_file() and record.get("artifacts"):
+        try:
+            return store.fetch_folder(record["artifacts"], record["id"])
+        except (StorageError, OSError) as exc:
+            raise RegistryError(
+                f"{path}: the champion {record['id']} is not on this machine and its copy "
+                f"{record['artifacts']} cannot be read ({exc})"
+            ) from None
     if not run_dir.exists():
-        copy = f"; a copy was published to {record['artifacts']}" if record.get("artifacts") else ""
         raise RegistryError(
             f"{path}: the champion {record['id']} lives in {run_dir}, which is not on this "
-            f"machine{copy}"
+            "machine, and no copy was published (set a store: LINKLM_ARTIFACTS_URL)"
         )
 
     if not (run_dir / RUN_FILE).is_file():
@@ -224,7 +266,7 @@ def check_frozen(registry: dict, frozen: dict, path: Path = DEFAULT_PATH) -> Non
 
 
 def record_decision(
-    path: Path,
+    path: Location,
     outcome: dict,
     champion_seen: str | None,
     frozen: dict,
@@ -237,7 +279,6 @@ def record_decision(
     against. Under the lock, a registry whose champion has changed since is not overwritten
     by a stale comparison: the challenger is kept out and the reason says to re-run.
     """
-    path = Path(path)
     with _locked(path):
         registry = read(path)
         check_frozen(registry, frozen, path)
@@ -273,7 +314,7 @@ def record_decision(
         registry["history"].append(entry)
         if decision.promote:
             registry["champion"] = _champion_record(entry)
-        atomic.write_json(path, registry)
+        store.write_json(str(path), registry)
     return entry
 
 
@@ -294,8 +335,17 @@ def _champion_record(entry: dict) -> dict:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold the registry lock; a timeout is a RegistryError, not a hang."""
+def _locked(path: Location) -> Iterator[None]:
+    """Hold the registry lock; a timeout is a RegistryError, not a hang. A registry in a
+    store is locked by an object there (linklm.store.exclusive), which every machine sees."""
+    if store.is_url(path):
+        try:
+            with store.exclusive(str(path), "a retraining decision", LOCK_TIMEOUT_S):
+                yield
+        except StorageError as exc:
+            raise RegistryError(str(exc)) from None
+        return
+    path = Path(path)
     file_lock = lock(path)
     try:
         file_lock.acquire()
