@@ -1,14 +1,37 @@
-"""Building blocks the learning-curve and sweep flows share: data on demand, one trial."""
+"""Building blocks the learning-curve and sweep flows share: data on demand, one trial, and
+the trials of an experiment run here one after another or fanned out to workers.
+
+With ``fan_out`` (a deployment name, ``trial/trial``), each trial is a run of that
+deployment (``run_deployment``), at most ``max_parallel`` at once, so N idle workers run N
+trials together. A trial's worker builds the dataset from its seed when it lacks it (the
+same rows, the same SHA256) and writes its row and evaluation as JSON to the store, where
+the experiment reads them: the workers share nothing but the Prefect API and the store.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from prefect import flow, get_run_logger
+from prefect.deployments import run_deployment
+from prefect.runtime import flow_run
+
+from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
 from flows.data import data_flow
 from flows.evaluate import evaluate_flow
 from flows.train import train_flow
 from linklm import store
-from linklm.config import DataFlowConfig, EvalConfig, ExperimentBase, GenerationConfig, TrainConfig
+from linklm.config import (
+    DataFlowConfig,
+    EvalConfig,
+    ExperimentBase,
+    GenerationConfig,
+    TrainConfig,
+    TrialConfig,
+)
 from linklm.data import dataset
 from linklm.errors import LinkLMError
 from linklm.evaluation import evaluate, experiments
@@ -84,3 +107,82 @@ def train_and_evaluate(train_config: TrainConfig, config: ExperimentBase) -> tup
         "report": result["report"]["html"],
     } | evaluate.headline(result)
     return row, result
+
+
+POLL_S = 2  # how often a fanned-out trial's state is read
+
+
+def run_trials(
+    config: ExperimentBase, train_configs: list[TrainConfig]
+) -> list[tuple[dict, dict | None]]:
+    """(row, evaluation or None) per trial, in order: here one after another, or as runs of
+    the ``fan_out`` deployment, ``max_parallel`` at once."""
+    if not config.fan_out:
+        return [attempt(train_config, config) for train_config in train_configs]
+    shared = store.artifacts_url(config.artifacts_url)
+    if shared is None:
+        raise ExperimentError(
+            f"fan_out {config.fan_out!r}: trials on other workers report back through the store; "
+            "set artifacts_url or LINKLM_ARTIFACTS_URL (s3://..., a shared folder)"
+        )
+    batch = store.join(shared, "trials", flow_run.get_name() or "experiment")
+    base = ExperimentBase(**config.model_dump(include=set(ExperimentBase.model_fields)))
+    base = base.model_copy(update={"fan_out": None})
+
+    def one(train_config: TrainConfig) -> tuple[dict, dict | None]:
+        url = store.join(batch, f"{train_config.run_name}.json")
+        trial = TrialConfig(experiment=base, train=train_config, result_url=url)
+        run = run_deployment(
+            config.fan_out,
+            parameters={"config": trial.model_dump(mode="json")},
+            poll_interval=POLL_S,
+        )
+        if not run.state.is_completed():
+            error = RuntimeError(f"flow run {run.name}: {run.state.name}: {run.state.message}")
+            return experiments.failed_trial(error), None
+        got = store.read_json(url)
+        if got is None:
+            error = RuntimeError(f"flow run {run.name} completed but wrote nothing to {url}")
+            return experiments.failed_trial(error), None
+        return got["row"], got["result"]
+
+    get_run_logger().info(
+        "%d trials as runs of %s, %d at once",
+        len(train_configs),
+        config.fan_out,
+        config.max_parallel,
+    )
+    with ThreadPoolExecutor(config.max_parallel) as pool:
+        # each thread runs in a copy of this flow's context: its trials are its subflows
+        futures = [pool.submit(contextvars.copy_context().run, one, c) for c in train_configs]
+        return [f.result() for f in futures]
+
+
+@flow(name="trial")
+def trial_flow(config: TrialConfig = TrialConfig()) -> dict:  # noqa: B008 (UI form default)
+    """One trial of a sweep or learning curve on this worker: the data (built from its seed
+    if this worker lacks it), train, evaluate; the row goes to ``result_url``."""
+    ensure_data(config.experiment)
+    row, result = train_and_evaluate(config.train, config.experiment)
+    run_dir = Path(row["run_dir"])
+    shared = store.artifacts_url(config.experiment.artifacts_url)
+    if shared:  # the trial's run and report, for the experiment's report to link to
+        copy = store.run_url(shared, f"{flow_run.get_name() or 'trial'}-{run_dir.name}")
+        store.publish_folder(run_dir, copy)
+        row["report"] = store.file_link(row["report"], run_dir, copy)
+    if config.result_url:
+        text = json.dumps({"row": row, "result": result}, default=str)
+        store.write_json(config.result_url, json.loads(text))
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(prog="python -m flows.experiments", description="Run one trial.")
+    add_model_options(parser, TrialConfig)
+    config = model_from_options(TrialConfig, parser.parse_args(argv))
+    print(json.dumps(trial_flow(config), indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
-from flows.experiments import ExperimentError, attempt, ensure_data, trial_config
+from flows.experiments import ExperimentError, ensure_data, run_trials, trial_config
 from linklm import atomic, store
 from linklm.config import LearningCurveConfig, TrainConfig
 from linklm.data import dataset
@@ -41,8 +41,8 @@ def learning_curve_flow(config: LearningCurveConfig = LearningCurveConfig()) -> 
     ensure_data(config)
     points, result = [], None
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for size in config.sizes:
-        row, evaluated = attempt(train_config(config, size, stamp), config)
+    runs = [train_config(config, size, stamp) for size in config.sizes]
+    for size, (row, evaluated) in zip(config.sizes, run_trials(config, runs), strict=True):
         result = evaluated or result  # the baselines' rows are the same for every point
         if evaluated is None:
             row["train_rows"] = size

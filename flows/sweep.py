@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, add_model_options, fail, options_given, run_cli
-from flows.experiments import ExperimentError, attempt, ensure_data, trial_config
+from flows.experiments import ExperimentError, ensure_data, run_trials, trial_config
 from linklm import atomic, store
 from linklm.config import SweepConfig, TrainConfig
 from linklm.data import dataset
@@ -45,8 +45,9 @@ def sweep_flow(config: SweepConfig = SweepConfig()) -> dict:  # noqa: B008 (UI f
     ensure_data(config)
     results, result = [], None
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for index, trial in enumerate(config.expanded()):
-        row, evaluated = attempt(train_config(config, index, trial, stamp), config)
+    trials = config.expanded()
+    runs = [train_config(config, index, trial, stamp) for index, trial in enumerate(trials)]
+    for trial, (row, evaluated) in zip(trials, run_trials(config, runs), strict=True):
         result = evaluated or result  # the baselines' rows are the same for every trial
         if evaluated is None:
             logger.error("%s failed: %s", experiments.trial_name(trial), row["error"])

@@ -377,6 +377,31 @@ class ExperimentBase(BaseModel):
         description="Folder or fsspec URL (a mounted Drive, file://, s3://, gs://) the results are "
         "copied to when finished; default $LINKLM_ARTIFACTS_URL, else no copy.",
     )
+    fan_out: str | None = Field(
+        None,
+        description="Run each trial as a run of this deployment ('trial/trial'), so idle "
+        "workers take them at once; trials report back through the store. None: one after "
+        "another in this flow.",
+    )
+    max_parallel: int = Field(4, gt=0, description="Trials running at once with fan_out.")
+
+
+class TrialConfig(BaseModel):
+    """One trial of a sweep or learning curve, run by the trial deployment on any worker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: ExperimentBase = Field(
+        ExperimentBase(), description="The data, model and scoring every trial shares."
+    )
+    train: TrainConfig = Field(
+        TrainConfig(run_name="trial"), description="The trial's training run."
+    )
+    result_url: str | None = Field(
+        None,
+        description="Where the trial writes its row and evaluation (JSON) for the experiment "
+        "that started it; None: nowhere (the flow's return value only).",
+    )
 
 
 class LearningCurveConfig(ExperimentBase):

@@ -32,6 +32,7 @@ def test_every_flow_is_deployed_to_a_pool_named_by_what_it_needs():
         "evaluate",
         "learning-curve",
         "sweep",
+        "trial",
         "demo",
         "retrain",
         "predict",
@@ -39,7 +40,8 @@ def test_every_flow_is_deployed_to_a_pool_named_by_what_it_needs():
     pool_of = {name: d["work_pool"]["name"] for name, d in DEPLOYMENTS.items()}
     assert {p.name for p in pools.POOLS} == set(pool_of.values())
     assert pool_of["data"] == pool_of["demo"] == pool_of["predict"] == pools.CPU.name
-    assert {pool_of[n] for n in ("train", "evaluate", "sweep", "retrain")} == {pools.GPU.name}
+    gpu = ("train", "evaluate", "sweep", "trial", "retrain")
+    assert {pool_of[n] for n in gpu} == {pools.GPU.name}
 
 
 @pytest.mark.parametrize("name", sorted(DEPLOYMENTS))

@@ -8,6 +8,7 @@ fails with the tail of the process's log instead of hanging.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -18,19 +19,36 @@ import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
+import fsspec
+import polars as pl
+import psutil
 import pytest
 from conftest import ROOT
 from prefect import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows.sweep import sweep_flow
 from linklm import store
+from linklm.config import GenerationConfig, SweepConfig, TrainConfig
+from linklm.data import dataset, export
+from linklm.model import training
+from linklm.serving import registry
 
 SERVER_START_S = 120
 DEPLOY_S = 300
 RUN_S = 480
-DEPLOYMENTS = {"data", "train", "evaluate", "learning-curve", "sweep", "demo", "retrain", "predict"}
+DEPLOYMENTS = {
+    *("data", "train", "evaluate", "learning-curve", "sweep", "trial", "demo", "retrain", "predict")
+}
 TINY_DEMO = {"n_rows": 1500, "train": {"max_steps": 6, "batch_size": 16}, "eval_rows": 40}
 
 
@@ -48,11 +66,13 @@ class Processes:
         self.started: dict[str, subprocess.Popen] = {}
         self.logs: list = []
 
-    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop_all)
+    def start(
+        self, name: str, cmd: list[str], env: dict[str, str], cwd: Path = ROOT
+    ) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (closed in stop_all)
         self.logs.append(log)
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.started[name] = proc
         return proc
@@ -61,6 +81,15 @@ class Processes:
         path = self.log_dir / f"{name}.log"
         text = path.read_text(errors="replace") if path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def kill_tree(self, name: str) -> None:
+        """SIGKILL a process and everything it started, at once: a machine that vanishes."""
+        root = psutil.Process(self.started[name].pid)
+        tree = [root, *root.children(recursive=True)]
+        for proc in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(tree, timeout=10)
 
     def stop_all(self) -> None:
         """SIGTERM each group, again after 10 s (a worker needs two), then SIGKILL."""
@@ -142,7 +171,7 @@ def cli(args: list[str], env: dict[str, str], timeout_s: float) -> str:
     return done.stdout
 
 
-def wait_finished(flow_run_id, procs: Processes, timeout_s: float):
+def wait_finished(flow_run_id, procs: Processes, timeout_s: float, worker: str = "worker"):
     """The flow run once final; fails early if the worker dies, late with its log tail."""
     deadline = time.perf_counter() + timeout_s
     with get_client(sync_client=True) as client:
@@ -150,12 +179,10 @@ def wait_finished(flow_run_id, procs: Processes, timeout_s: float):
             run = client.read_flow_run(flow_run_id)
             if run.state and run.state.is_final():
                 return run
-            if procs.started["worker"].poll() is not None:
-                pytest.fail(
-                    f"the worker exited while the run was {run.state}:\n{procs.tail('worker')}"
-                )
+            if procs.started[worker].poll() is not None:
+                pytest.fail(f"{worker} exited while the run was {run.state}:\n{procs.tail(worker)}")
             time.sleep(1)
-    pytest.fail(f"flow run not finished after {timeout_s} s ({run.state}):\n{procs.tail('worker')}")
+    pytest.fail(f"flow run not finished after {timeout_s} s ({run.state}):\n{procs.tail(worker)}")
 
 
 def check_registered(url: str) -> None:
@@ -185,12 +212,21 @@ def set_retrain_schedule(url: str, active: bool) -> None:
         client.update_deployment_schedule(schedule.deployment_id, schedule.id, active=active)
 
 
-def start_worker(server: SimpleNamespace) -> None:
-    """A worker for the CPU pool as the Docker image runs one: with its /health server."""
+def start_worker(
+    server: SimpleNamespace,
+    name: str = "worker",
+    pool: str = "linklm-cpu",
+    env: dict | None = None,
+    cwd: Path = ROOT,
+    limit: int | None = None,
+) -> None:
+    """A worker for a pool as the Docker image runs one: with its /health server."""
     port = free_port()
-    cmd = [sys.executable, "-m", "deployments", "worker", "--pool", "linklm-cpu", "--healthcheck"]
-    server.procs.start("worker", cmd, server.env | {"PREFECT_WORKER_WEBSERVER_PORT": str(port)})
-    wait_http_ok(f"http://127.0.0.1:{port}/health", server.procs, "worker", 120)
+    cmd = [sys.executable, "-m", "deployments", "worker", "--pool", pool, "--healthcheck"]
+    cmd += ["--limit", str(limit)] if limit else []
+    env = (env or server.env) | {"PREFECT_WORKER_WEBSERVER_PORT": str(port)}
+    server.procs.start(name, cmd, env, cwd)
+    wait_http_ok(f"http://127.0.0.1:{port}/health", server.procs, name, 120)
 
 
 def run_tiny_demo(server: SimpleNamespace, out_dir: Path, shared: Path):
@@ -214,12 +250,19 @@ def run_tiny_demo(server: SimpleNamespace, out_dir: Path, shared: Path):
     return keys, children
 
 
-def test_demo_deployment_runs_on_a_real_worker(server, tmp_path):
+@pytest.fixture(scope="module")
+def deployed(server) -> str:
+    """The pools and deployments of prefect.yaml on the server; what `up` printed."""
     started = time.perf_counter()
     out = cli(["up"], server.env, DEPLOY_S)
+    print(f"pools + deployments registered in {time.perf_counter() - started:.1f} s")
+    return out
+
+
+def test_demo_deployment_runs_on_a_real_worker(server, deployed, tmp_path):
+    out = deployed
     assert "work pool linklm-cpu: created" in out and "work pool linklm-gpu: created" in out
     assert "work pool linklm-cpu: exists" in cli(["pools"], server.env, 120)  # idempotent
-    print(f"pools + deployments registered in {time.perf_counter() - started:.1f} s")
     check_registered(server.url)
     # a schedule someone turned on stays on through a re-deploy (prefect.yaml says off)
     set_retrain_schedule(server.url, active=True)
@@ -241,3 +284,145 @@ def test_demo_deployment_runs_on_a_real_worker(server, tmp_path):
     (copy,) = list((shared / "runs").iterdir())  # the store, as a file:// URL
     assert (copy / "eval-test" / "report" / "report.html").exists()
     assert (copy / store.INDEX_FILE).exists() and not (copy / "checkpoints").exists()
+
+
+# --- several machines: workers that share nothing but the Prefect API and the store -------
+
+TINY_RETRAIN = {"frozen_rows": 1500, "n_rows": 1500, "eval_rows": 40, "data_seed": 5}
+TINY_RETRAIN |= {"train": {"max_steps": 4, "batch_size": 16}}
+DATA = {"n_rows": 1500, "seed": 11}  # each machine builds it from its seed: the same rows
+SURVIVOR = {
+    "data_dir": "runs/data",
+    "run_name": "survivor",
+    "store_checkpoints": True,
+    "max_steps": 120,
+    "save_steps": 10,
+    "logging_steps": 10,
+    "eval_rows": 0,
+    "seed": 11,
+} | {"batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 2, "max_rows": 800}
+
+
+def machine(server, tmp_path: Path, name: str, store_env: dict) -> dict:
+    """A machine's environment: its own HOME, LINKLM_HOME and PREFECT_HOME; the code from a
+    clone of this repository (as a worker tracking a branch gets it), so its runs/ are its
+    own; the dataset it trains on built there from its seed."""
+    home = tmp_path / name
+    env = server.env | store_env | {"HOME": str(home), "LINKLM_HOME": str(home / "linklm")}
+    env |= {"PREFECT_HOME": str(home / "prefect"), "LINKLM_GIT_REPOSITORY": str(ROOT)}
+    env |= {"PREFECT_WORKER_QUERY_SECONDS": "2", store.LEASE_ENV: "4"}
+    env.pop("LINKLM_PROJECT_DIR", None)
+    runs = home / "linklm" / "checkouts" / f"{ROOT.name}.runs"  # the clone's runs/ (steps.py)
+    dataset.build(runs / "data", GenerationConfig(chunk_size=500, **DATA))
+    return env
+
+
+def trigger(server, deployment: str, config: dict):
+    with temporary_settings({PREFECT_API_URL: server.url}):
+        return run_deployment(deployment, parameters={"config": config}, timeout=0)
+
+
+def finished(server, flow_run, worker: str, timeout_s: float = RUN_S):
+    with temporary_settings({PREFECT_API_URL: server.url}):
+        run = wait_finished(flow_run.id, server.procs, timeout_s, worker)
+    assert run.state.is_completed(), (
+        f"{run.name}: {run.state.name}: {run.state.message}\n{server.procs.tail(worker, 60)}"
+    )
+    return run
+
+
+def test_workers_sharing_only_the_store_train_serve_survive_and_fan_out(
+    server, deployed, s3_server, tmp_path, monkeypatch
+):
+    shared = f"s3://linklm/e2e-{os.getpid()}"
+    store_env = s3_server | {store.ENV_VAR: shared}
+    gpu_a = machine(server, tmp_path, "gpu-a", store_env)
+    cpu = machine(server, tmp_path, "cpu", store_env)
+    start_worker(server, "gpu-a", "linklm-gpu", gpu_a, Path(gpu_a["HOME"]), limit=1)
+    start_worker(server, "cpu", "linklm-cpu", cpu, Path(cpu["HOME"]))
+
+    # retrain on the GPU pool: the champion and its run land in the store
+    started = time.perf_counter()
+    finished(server, trigger(server, "retrain/retrain", TINY_RETRAIN), "gpu-a")
+    champion = registry.champion(store.registry_url(shared))
+    assert champion["artifacts"] == store.run_url(shared, champion["id"])
+    assert champion["run_dir"].startswith(gpu_a["HOME"])  # trained there, not on the cpu
+    print(f"retrain on gpu-a: {time.perf_counter() - started:.1f} s")
+
+    # predict on the CPU pool: 'champion' resolves through the store, fetched into its cache
+    links = store.join(shared, "inputs", "links.csv")
+    chunk = next((tmp_path / "gpu-a" / "linklm" / "checkouts").glob("*.runs/data/chunks/*"))
+    with fsspec.open(links, "wb") as fh:
+        fh.write(export.to_seed_csv_frame(pl.read_parquet(chunk).head(20)).write_csv().encode())
+    answers = store.join(shared, "answers", "links.csv")
+    started = time.perf_counter()
+    predicted = {"model": "champion", "input": links, "output": answers}
+    finished(server, trigger(server, "predict/predict", predicted), "cpu")
+    with fsspec.open(answers, "rb") as fh:
+        answered = pl.read_csv(fh.read())
+    assert answered.height == 20 and answered["candidate_1_mhz"].null_count() == 0
+    assert list((tmp_path / "cpu" / "linklm" / "store").glob(f"{champion['id']}-*/run.json"))
+    print(f"predict on cpu with the store's champion: {time.perf_counter() - started:.1f} s")
+
+    # a GPU worker dies mid-training (SIGKILL of the worker and its flow run) ...
+    checkpoints = store.join(store.run_url(shared, "survivor"), "checkpoints")
+    killed = trigger(server, "train/train", SURVIVOR)
+    deadline = time.perf_counter() + RUN_S
+    while store.latest_published(checkpoints, "checkpoint-") is None:
+        assert time.perf_counter() < deadline, server.procs.tail("gpu-a", 60)
+        time.sleep(0.3)
+    server.procs.kill_tree("gpu-a")
+    (step, _) = store.latest_published(checkpoints, "checkpoint-")
+    assert step < SURVIVOR["max_steps"]
+    # ... and the same run, triggered again, resumes from the store on another one
+    gpu_b = machine(server, tmp_path, "gpu-b", store_env)
+    start_worker(server, "gpu-b", "linklm-gpu", gpu_b, Path(gpu_b["HOME"]), limit=1)
+    started = time.perf_counter()
+    resumed = finished(server, trigger(server, "train/train", SURVIVOR), "gpu-b")
+    print(f"resumed on gpu-b from step {step}: {time.perf_counter() - started:.1f} s")
+    with temporary_settings({PREFECT_API_URL: server.url}), get_client(sync_client=True) as c:
+        crashed = c.read_flow_run(killed.id)
+        of_resumed = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[resumed.id]))
+        logs = " ".join(log.message for log in c.read_logs(log_filter=of_resumed))
+    assert crashed.state.name == "Crashed" and str(resumed.id) in crashed.state.message
+    assert f"resuming from step {step} of the store" in logs
+    # the weights of a run that was never interrupted
+    reference_data = tmp_path / "reference" / "data"
+    dataset.build(reference_data, GenerationConfig(chunk_size=500, **DATA))
+    plain = {k: v for k, v in SURVIVOR.items() if k != "store_checkpoints"}
+    plain |= {"data_dir": reference_data, "out_dir": tmp_path / "reference", "artifacts_url": ""}
+    straight = training.train(TrainConfig(**plain))
+    fs, root = store.filesystem(store.run_url(shared, "survivor"))
+    assert (
+        fs.cat_file(f"{root}/model/model.safetensors")
+        == (Path(straight["run_dir"]) / "model" / "model.safetensors").read_bytes()
+    )
+
+    # a sweep fans its 2 trials out to the 2 GPU workers, which run them at once
+    start_worker(server, "gpu-a2", "linklm-gpu", gpu_a, Path(gpu_a["HOME"]), limit=1)
+    client_dir = tmp_path / "client"
+    dataset.build(client_dir / "runs" / "data", GenerationConfig(chunk_size=500, **DATA))
+    monkeypatch.chdir(client_dir)
+    sweep = SweepConfig(
+        trials=[{"learning_rate": 1e-3}, {"learning_rate": 3e-3}],
+        train={"max_steps": 6, "batch_size": 16, "max_rows": 400},
+        eval_rows=40,
+        seed=DATA["seed"],
+        n_rows=DATA["n_rows"],
+        fan_out="trial/trial",
+        max_parallel=2,
+        artifacts_url=shared,
+    )
+    started = time.perf_counter()
+    with temporary_settings({PREFECT_API_URL: server.url}):
+        summary = sweep_flow(sweep)
+        with get_client(sync_client=True) as client:
+            trials = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["trial"]))
+            )
+    print(f"sweep of 2 trials fanned out: {time.perf_counter() - started:.1f} s")
+    assert [r["error"] for r in summary["results"]] == [None, None]
+    assert len(trials) == 2 and all(t.state.is_completed() for t in trials)
+    first_end = min(t.end_time for t in trials)
+    assert max(t.start_time for t in trials) < first_end  # they overlapped in time
+    assert all(r["report"].startswith(shared) for r in summary["results"])
