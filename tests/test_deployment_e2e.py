@@ -351,7 +351,7 @@ def test_workers_sharing_only_the_store_train_serve_survive_and_fan_out(
 
     # predict on the CPU pool: 'champion' resolves through the store, fetched into its cache
     links = store.join(shared, "inputs", "links.csv")
-    chunk = next((tmp_path / "gpu-a" / "linklm" / "checkouts").glob("*.runs/data/chunks/*"))
+    chunk = next((tmp_path / "gpu-a" / "linklm" / "checkouts").glob("*.runs/data/chunks/*.parquet"))
     with fsspec.open(links, "wb") as fh:
         fh.write(export.to_seed_csv_frame(pl.read_parquet(chunk).head(20)).write_csv().encode())
     answers = store.join(shared, "answers", "links.csv")
