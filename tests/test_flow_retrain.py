@@ -2,6 +2,7 @@
 failed challenger; the frozen test set, the lineage and the published copy."""
 
 import json
+from pathlib import Path
 
 from conftest import artifact_keys
 
@@ -32,7 +33,8 @@ def test_retrain_promotes_only_a_better_challenger(prefect_harness, tmp_path):
     assert reg == store.registry_url(shared.as_uri())
     first = retrain_flow(config)
     assert first["decision"] == "promoted" and "first champion" in first["reason"]
-    run_dir = registry.champion_run_dir(reg)
+    run_dir = registry.champion_run_dir(reg)  # the store's copy, in this machine's cache
+    assert run_dir.parent == store.home() / store.CACHE
     assert (run_dir / "run.json").exists() and (run_dir / "model").is_dir()
     assert (run_dir / "eval-frozen" / "metrics.json").exists()
     from linklm.serving import predict  # `--model champion` resolves to the promoted run's weights
@@ -76,10 +78,10 @@ def test_retrain_promotes_only_a_better_challenger(prefect_harness, tmp_path):
 
     # A champion whose run folder is gone can never be compared: before, every retrain said
     # "kept" and exited 0 forever. Now the run fails naming it and the way out, which works.
-    champion_dir = registry.champion_run_dir(reg)
-    champion_dir.rename(champion_dir.with_name("moved-away"))
-    stored = shared / "runs" / first["id"]  # and its copy in the store, which would serve
-    stored.rename(stored.with_name("moved-away"))
+    # Gone: the folder it trained in, its copy in the store, this machine's cached copy.
+    gone = [Path(first["run_dir"]), shared / "runs" / first["id"], registry.champion_run_dir(reg)]
+    for folder in gone:
+        folder.rename(folder.with_name(folder.name + "-away"))
     state = retrain_flow(config, return_state=True)
     assert state.is_failed() and "could not be scored" in state.message
     assert "--replace-unscorable-champion" in state.message and first["id"] in state.message
@@ -88,8 +90,8 @@ def test_retrain_promotes_only_a_better_challenger(prefect_harness, tmp_path):
     replaced = retrain_flow(config.model_copy(update={"replace_unscorable_champion": True}))
     assert replaced["decision"] == "promoted" and "replaces it" in replaced["reason"]
     assert registry.champion(reg)["id"] == replaced["id"]
-    champion_dir.with_name("moved-away").rename(champion_dir)
-    stored.with_name("moved-away").rename(stored)
+    for folder in gone:
+        folder.with_name(folder.name + "-away").rename(folder)
 
     assert {"retrain-decision", "registry-history", "retrain-artifacts"} <= artifact_keys()
     copy = shared / "runs" / first["id"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from linklm.evaluation import summaries
 from linklm.evaluation.metrics import coverage
 from linklm.model.runs import RUN_FILE
 
+log = logging.getLogger(__name__)
 DEFAULT_PATH = Path("runs/registry/registry.json")
 Location = str | Path  # a path on this machine, or a store URL
 FORMAT_VERSION = 1
@@ -214,9 +216,10 @@ def champion(path: Location = DEFAULT_PATH) -> dict | None:
 
 
 def champion_run_dir(path: Location = DEFAULT_PATH, current: dict | None = None) -> Path:
-    """The champion's training run folder (run.json, model/ or adapter/): where it was
-    trained when that is this machine, else its copy in the store, fetched into this
-    machine's cache; ``current``: the registry as the caller read it already."""
+    """The champion's training run folder (run.json, model/ or adapter/): its copy in the
+    store, fetched once into this machine's cache (the store is the source of truth, so
+    every machine serves the same files), else the folder it was trained in when that is
+    on this machine; ``current``: the registry as the caller read it already."""
     record = (current or read(path))["champion"]
     if record is None:
         raise RegistryError(
@@ -224,10 +227,13 @@ def champion_run_dir(path: Location = DEFAULT_PATH, current: dict | None = None)
             "train, evaluate and promote one"
         )
     run_dir = Path(record["run_dir"])
-    if not (run_dir / RUN_FILE).is_file() and record.get("artifacts"):
+    if record.get("artifacts"):
         try:
             return store.fetch_folder(record["artifacts"], record["id"])
         except (StorageError, OSError) as exc:
+            if (run_dir / RUN_FILE).is_file():
+                log.warning("%s: %s; serving the run folder %s instead", path, exc, run_dir)
+                return run_dir
             raise RegistryError(
                 f"{path}: the champion {record['id']} is not on this machine and its copy "
                 f"{record['artifacts']} cannot be read ({exc})"
