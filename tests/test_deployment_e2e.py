@@ -1,5 +1,7 @@
 """End to end, the way users run it: a real Prefect server, the work pools, the deployments
-of prefect.yaml, a real process worker, a demo run triggered through the API.
+of prefect.yaml, real process workers. The demo is submitted from the Prefect UI's run form
+in headless Chromium; then workers that share nothing but the API and an S3 store (moto's
+server) retrain, serve the champion, survive a killed worker, and fan a sweep out.
 
 Everything runs on 127.0.0.1 with its own PREFECT_HOME; every process started here is
 stopped by its process group at the end, whatever happened. Each wait has a deadline and
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,8 +27,11 @@ import polars as pl
 import psutil
 import pytest
 from conftest import ROOT
+from playwright.sync_api import sync_playwright
 from prefect import get_client
 from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
     FlowFilter,
     FlowFilterName,
     FlowRunFilter,
@@ -49,7 +55,7 @@ RUN_S = 480
 DEPLOYMENTS = {
     *("data", "train", "evaluate", "learning-curve", "sweep", "trial", "demo", "retrain", "predict")
 }
-TINY_DEMO = {"n_rows": 1500, "train": {"max_steps": 6, "batch_size": 16}, "eval_rows": 40}
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def free_port() -> int:
@@ -229,12 +235,52 @@ def start_worker(
     wait_http_ok(f"http://127.0.0.1:{port}/health", server.procs, name, 120)
 
 
+def form_field(page, label: str):
+    """A setting of the Prefect UI's run form, by its label (the innermost, for a nested one)."""
+    title = re.compile(f"^{re.escape(label)} \\(Optional\\)$")
+    named = page.locator("span.schema-form-property__label", has_text=title)
+    return page.locator("div.schema-form-property").filter(has=named).last
+
+
+def submit_demo_in_the_ui(server: SimpleNamespace, out_dir: Path, shared: Path):
+    """In real headless Chromium, the demo deployment's custom-run form: its settings shown
+    with their defaults, made tiny, submitted as a user does; returns the flow run made."""
+    with temporary_settings({PREFECT_API_URL: server.url}), get_client(sync_client=True) as c:
+        deployment = c.read_deployment_by_name("demo/demo")
+    base = server.url.removesuffix("/api")
+    edits = {"N Rows": ("30000", "1500"), "Out Dir": ("runs/demo", str(out_dir))}
+    edits |= {"Max Steps": ("3000", "6"), "Batch Size": ("32", "16"), "Eval Rows": ("1000", "40")}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2000})
+            page.goto(f"{base}/deployments/deployment/{deployment.id}/run")
+            for label, (default, tiny) in edits.items():
+                box = form_field(page, label).locator(".p-label__body input, textarea").first
+                assert box.input_value(timeout=60_000) == default, label  # the config's default
+                box.fill(tiny)
+            store_field = form_field(page, "Artifacts Url")
+            store_field.get_by_role("button", name="str", exact=True).click()
+            store_field.locator("input, textarea").first.fill(shared.as_uri())
+            page.get_by_role("button", name="Submit").click()
+            page.wait_for_url(re.compile(r"tab=Runs"), timeout=60_000)  # the deployment's runs
+        finally:
+            browser.close()
+    with temporary_settings({PREFECT_API_URL: server.url}), get_client(sync_client=True) as c:
+        (flow_run,) = c.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+        )
+    return flow_run
+
+
 def run_tiny_demo(server: SimpleNamespace, out_dir: Path, shared: Path):
-    """Trigger the demo deployment through the API and wait for a final state."""
-    parameters = {"config": TINY_DEMO | {"out_dir": str(out_dir), "artifacts_url": shared.as_uri()}}
+    """Submit the demo deployment's form in the UI and wait for a final state."""
+    flow_run = submit_demo_in_the_ui(server, out_dir, shared)
+    config = flow_run.parameters["config"]
+    assert config["n_rows"] == 1500 and config["train"]["max_steps"] == 6
+    assert config["train"]["learning_rate"] == 1e-3  # untouched settings keep their defaults
     with temporary_settings({PREFECT_API_URL: server.url}):
         triggered = time.perf_counter()
-        flow_run = run_deployment("demo/demo", parameters=parameters, timeout=0)
         finished = wait_finished(flow_run.id, server.procs, RUN_S)
         print(f"demo: trigger to {finished.state.name} in {time.perf_counter() - triggered:.1f} s")
         with get_client(sync_client=True) as client:
