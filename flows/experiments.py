@@ -112,6 +112,17 @@ def train_and_evaluate(train_config: TrainConfig, config: ExperimentBase) -> tup
 POLL_S = 2  # how often a fanned-out trial's state is read
 
 
+def check_fan_out(config: ExperimentBase) -> str | None:
+    """The store fanned-out trials report to; an ExperimentError when fan_out has none."""
+    shared = store.artifacts_url(config.artifacts_url)
+    if config.fan_out and shared is None:
+        raise ExperimentError(
+            f"fan_out {config.fan_out!r}: trials on other workers report back through the store; "
+            "set artifacts_url or LINKLM_ARTIFACTS_URL (s3://..., a shared folder)"
+        )
+    return shared
+
+
 def run_trials(
     config: ExperimentBase, train_configs: list[TrainConfig]
 ) -> list[tuple[dict, dict | None]]:
@@ -119,12 +130,7 @@ def run_trials(
     the ``fan_out`` deployment, ``max_parallel`` at once."""
     if not config.fan_out:
         return [attempt(train_config, config) for train_config in train_configs]
-    shared = store.artifacts_url(config.artifacts_url)
-    if shared is None:
-        raise ExperimentError(
-            f"fan_out {config.fan_out!r}: trials on other workers report back through the store; "
-            "set artifacts_url or LINKLM_ARTIFACTS_URL (s3://..., a shared folder)"
-        )
+    shared = check_fan_out(config)
     batch = store.join(shared, "trials", flow_run.get_name() or "experiment")
     base = ExperimentBase(**config.model_dump(include=set(ExperimentBase.model_fields)))
     base = base.model_copy(update={"fan_out": None})

@@ -17,7 +17,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, add_model_options, model_from_options, run_cli
-from flows.experiments import ExperimentError, ensure_data, run_trials, trial_config
+from flows.experiments import (
+    ExperimentError,
+    check_fan_out,
+    ensure_data,
+    run_trials,
+    trial_config,
+)
 from linklm import atomic, store
 from linklm.config import LearningCurveConfig, TrainConfig
 from linklm.data import dataset
@@ -90,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     add_model_options(parser, LearningCurveConfig)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     config = model_from_options(LearningCurveConfig, args)
-    models.resolve(config.model)  # fail before Prefect starts (and before data is built)
+    check_fan_out(config)  # fail before Prefect starts (and before data is built)
+    models.resolve(config.model)
     dataset.check_buildable(config.data_dir)
     summary = learning_curve_flow(config)
     for p in summary["points"]:

@@ -19,7 +19,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from flows.cli import ArgumentParser, add_model_options, fail, options_given, run_cli
-from flows.experiments import ExperimentError, ensure_data, run_trials, trial_config
+from flows.experiments import (
+    ExperimentError,
+    check_fan_out,
+    ensure_data,
+    run_trials,
+    trial_config,
+)
 from linklm import atomic, store
 from linklm.config import SweepConfig, TrainConfig
 from linklm.data import dataset
@@ -117,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.trial:
         values["trials"] = [_settings(t) for t in args.trial]
     config = SweepConfig(**values)
-    models.resolve(config.model)  # fail before Prefect starts (and before data is built)
+    check_fan_out(config)  # fail before Prefect starts (and before data is built)
+    models.resolve(config.model)
     dataset.check_buildable(config.data_dir)
     summary = sweep_flow(config)
     for i, r in enumerate(summary["results"], start=1):

@@ -222,3 +222,13 @@ def _first_row(data_dir):
 
     chunk = next((data_dir / "chunks").glob("*.parquet"))
     return export.to_seed_csv_frame(pl.read_parquet(chunk).head(1))
+
+
+def test_fan_out_without_a_store_stops_before_anything_runs(monkeypatch, capsys):
+    from conftest import cli_error
+
+    from flows import sweep
+
+    monkeypatch.delenv(store.ENV_VAR, raising=False)
+    code, line = cli_error(sweep.main, ["--fan-out", "trial/trial", "--out-dir", "/tmp/x"], capsys)
+    assert code == 2 and "report back through the store; set artifacts_url" in line
