@@ -138,3 +138,26 @@ def s3_server():
 def s3_store(s3_server, request) -> str:
     """A store URL of its own for one test, on the session's S3 server."""
     return f"s3://linklm/{request.node.name[:60]}-{os.getpid()}"
+
+
+# Longest modules first (seconds in CI, 2 pytest workers): a module runs whole on one worker,
+# and one started last finishes last. The rest keep their file order.
+LONGEST_FIRST = (
+    "test_deployment_e2e.py",  # 420
+    "test_interrupts.py",  # 175
+    "test_stopping.py",  # 155
+    "test_train.py",
+    "test_concurrency.py",  # 120
+    "test_predict.py",  # 110
+    "test_flow_retrain.py",  # 75
+    "test_notebooks.py",  # 70
+    "test_ddp.py",  # 60
+    "test_flow_eval.py",
+    "test_store.py",  # 55
+    "test_secrets.py",  # 50
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))
