@@ -61,13 +61,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_module(
-    module: str, *args: str, env: dict | None = None, timeout: float = 300, **kwargs
+    module: str,
+    *args: str,
+    env: dict | None = None,
+    timeout: float = 300,
+    cwd: Path = ROOT,
+    **kwargs,
 ) -> subprocess.CompletedProcess:
     """``python -m module args...`` from the checkout, as a user types it: its output captured
     as text, the test's environment plus ``env``, a time limit."""
     return subprocess.run(
         [sys.executable, "-m", module, *map(str, args)],
-        cwd=ROOT,
+        cwd=cwd,
         env=dict(os.environ, **(env or {})),
         capture_output=True,
         text=True,

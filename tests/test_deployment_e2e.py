@@ -11,6 +11,7 @@ fails with the tail of the process's log instead of hanging.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -26,7 +27,7 @@ import fsspec
 import polars as pl
 import psutil
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_module
 from playwright.sync_api import sync_playwright
 from prefect import get_client
 from prefect.client.schemas.filters import (
@@ -42,9 +43,8 @@ from prefect.client.schemas.filters import (
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.sweep import sweep_flow
 from linklm import store
-from linklm.config import GenerationConfig, SweepConfig, TrainConfig
+from linklm.config import GenerationConfig, TrainConfig
 from linklm.data import dataset, export
 from linklm.model import training
 from linklm.serving import registry
@@ -378,7 +378,7 @@ def finished(server, flow_run, worker: str, timeout_s: float = RUN_S):
 
 
 def test_workers_sharing_only_the_store_train_serve_survive_and_fan_out(
-    server, deployed, s3_server, tmp_path, monkeypatch
+    server, deployed, s3_server, tmp_path
 ):
     shared = f"s3://linklm/e2e-{os.getpid()}"
     store_env = s3_server | {store.ENV_VAR: shared}
@@ -444,28 +444,21 @@ def test_workers_sharing_only_the_store_train_serve_survive_and_fan_out(
         == (Path(straight["run_dir"]) / "model" / "model.safetensors").read_bytes()
     )
 
-    # a sweep fans its 2 trials out to the 2 GPU workers, which run them at once
+    # a sweep, started from a laptop's CLI (a process of its own: a flow run in this test's
+    # process would leave Prefect's event worker talking to this server after it is gone),
+    # fans its 2 trials out to the 2 GPU workers, which run them at once
     start_worker(server, "gpu-a2", "linklm-gpu", gpu_a, Path(gpu_a["HOME"]), limit=1)
-    client_dir = tmp_path / "client"
-    dataset.build(client_dir / "runs" / "data", GenerationConfig(chunk_size=500, **DATA))
-    monkeypatch.chdir(client_dir)
-    sweep = SweepConfig(
-        trials=[{"learning_rate": 1e-3}, {"learning_rate": 3e-3}],
-        train={"max_steps": 6, "batch_size": 16, "max_rows": 400},
-        eval_rows=40,
-        seed=DATA["seed"],
-        n_rows=DATA["n_rows"],
-        fan_out="trial/trial",
-        max_parallel=2,
-        artifacts_url=shared,
-    )
+    laptop = tmp_path / "laptop"
+    dataset.build(laptop / "runs" / "data", GenerationConfig(chunk_size=500, **DATA))
+    args = ["--trial", "learning_rate=1e-3", "--trial", "learning_rate=3e-3", "--max-steps", 6]
+    args += ["--batch-size", 16, "--max-rows", 400, "--eval-rows", 40, "--seed", DATA["seed"]]
+    args += ["--fan-out", "trial/trial", "--max-parallel", 2, "--artifacts-url", shared]
     started = time.perf_counter()
-    with temporary_settings({PREFECT_API_URL: server.url}):
-        summary = sweep_flow(sweep)
-        with get_client(sync_client=True) as client:
-            trials = client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=["trial"]))
-            )
+    done = run_module("flows.sweep", *args, env=server.env | s3_server, cwd=laptop, timeout=RUN_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((laptop / "runs" / "sweep" / "sweep.json").read_text())
+    with temporary_settings({PREFECT_API_URL: server.url}), get_client(sync_client=True) as c:
+        trials = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["trial"])))
     print(f"sweep of 2 trials fanned out: {time.perf_counter() - started:.1f} s")
     assert [r["error"] for r in summary["results"]] == [None, None]
     assert len(trials) == 2 and all(t.state.is_completed() for t in trials)
