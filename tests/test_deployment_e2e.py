@@ -44,9 +44,8 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from linklm import store
-from linklm.config import GenerationConfig, TrainConfig
+from linklm.config import GenerationConfig
 from linklm.data import dataset, export
-from linklm.model import training
 from linklm.serving import registry
 
 SERVER_START_S = 120
@@ -341,7 +340,7 @@ SURVIVOR = {
     "data_dir": "runs/data",
     "run_name": "survivor",
     "store_checkpoints": True,
-    "max_steps": 120,
+    "max_steps": 60,
     "save_steps": 10,
     "logging_steps": 10,
     "eval_rows": 0,
@@ -432,17 +431,9 @@ def test_workers_sharing_only_the_store_train_serve_survive_and_fan_out(
         logs = " ".join(log.message for log in c.read_logs(log_filter=of_resumed))
     assert crashed.state.name == "Crashed" and str(resumed.id) in crashed.state.message
     assert f"resuming from step {step} of the store" in logs
-    # the weights of a run that was never interrupted
-    reference_data = tmp_path / "reference" / "data"
-    dataset.build(reference_data, GenerationConfig(chunk_size=500, **DATA))
-    plain = {k: v for k, v in SURVIVOR.items() if k != "store_checkpoints"}
-    plain |= {"data_dir": reference_data, "out_dir": tmp_path / "reference", "artifacts_url": ""}
-    straight = training.train(TrainConfig(**plain))
-    fs, root = store.filesystem(store.run_url(shared, "survivor"))
-    assert (
-        fs.cat_file(f"{root}/model/model.safetensors")
-        == (Path(straight["run_dir"]) / "model" / "model.safetensors").read_bytes()
-    )
+    # (that it ends with the weights of an uninterrupted run, byte for byte, is asserted in
+    # tests/test_store.py, where the uninterrupted run costs less)
+    assert resumed.state.is_completed()
 
     # a sweep, started from a laptop's CLI (a process of its own: a flow run in this test's
     # process would leave Prefect's event worker talking to this server after it is gone),
