@@ -16,7 +16,8 @@ if [ ! -f "$stamp" ] || ! grep -qxF "$want" "$stamp"; then
     echo "setup: installing ${spec} into .venv (first run takes a few minutes)" >&2
     .venv/bin/python -m pip install --disable-pip-version-check -q --upgrade pip
     # torch is pinned to 2.13.0 in pyproject.toml; install it first so nothing pulls another build
-    .venv/bin/python -m pip install --disable-pip-version-check -q "torch==2.13.0"
-    .venv/bin/python -m pip install --disable-pip-version-check -q -e "$spec"
+    # --no-compile: modules are byte-compiled when first imported, not all of them up front
+    .venv/bin/python -m pip install --disable-pip-version-check -q --no-compile "torch==2.13.0"
+    .venv/bin/python -m pip install --disable-pip-version-check -q --no-compile -e "$spec"
     echo "$want" >> "$stamp"
 fi

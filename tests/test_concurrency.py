@@ -1,13 +1,12 @@
-"""Two writers at once: a dataset folder, a training run folder, the champion registry."""
+"""Two writers at once: a dataset folder, a training run folder (the champion registry:
+tests/test_store.py, on one disk and on S3)."""
 
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -18,9 +17,6 @@ from linklm.config import GenerationConfig, TrainConfig
 from linklm.data import dataset
 from linklm.model import runs, training
 from linklm.model.runs import TrainingError
-from linklm.serving import registry
-
-FROZEN = {"data_dir": "frozen", "dataset_sha256": "a" * 64, "rows": 100, "generation": {}}
 
 
 def test_two_data_flows_on_one_folder_one_builds_the_other_is_refused(tmp_path):
@@ -98,51 +94,6 @@ def test_a_second_training_into_the_same_run_folder_is_refused(small_dataset, tm
     (tmp_path / "shared" / runs.CONFIG_FILE).unlink()  # as if it had never started
     summary = training.train(config)  # the lock is free again
     assert summary["steps"] == 2
-
-
-def _challenge(args) -> dict:
-    path, name = args
-    outcome = {
-        "id": name,
-        "run_dir": f"/runs/{name}",
-        "status": "scored",
-        "metric": "top1",
-        "challenger_score": 0.9,  # better than the champion c0 each of them measured
-        "champion_score": 0.5,
-        "metrics": {"top1": 0.9},
-        "lineage": {},
-    }
-    return registry.record_decision(Path(path), outcome, "c0", FROZEN)
-
-
-def test_concurrent_retrains_promote_one_champion_not_two(tmp_path):
-    path = tmp_path / "registry.json"
-    registry.record_decision(
-        path,
-        {
-            "id": "c0",
-            "run_dir": "/runs/c0",
-            "status": "scored",
-            "metric": "top1",
-            "challenger_score": 0.5,
-            "champion_score": None,
-            "metrics": {"top1": 0.5},
-            "lineage": {},
-        },
-        None,
-        FROZEN,
-    )
-    assert registry.champion(path)["id"] == "c0"
-    names = [f"challenger-{i}" for i in range(6)]
-    with multiprocessing.get_context("spawn").Pool(3) as pool:  # separate processes
-        entries = pool.map(_challenge, [(str(path), n) for n in names])
-    promoted = [e["id"] for e in entries if e["promoted"]]
-    assert len(promoted) == 1
-    kept = [e for e in entries if not e["promoted"]]
-    assert all("champion changed" in e["reason"] for e in kept)
-    final = registry.read(path)
-    assert final["champion"]["id"] == promoted[0]
-    assert sum(1 for e in final["history"] if e["promoted"]) == 2  # c0, then one challenger
 
 
 class _Paused(TrainerCallback):

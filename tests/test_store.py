@@ -52,8 +52,14 @@ def machine_env(tmp_path, name: str) -> dict[str, str]:
     return dict(os.environ) | {"HOME": str(home), "LINKLM_HOME": str(home / "linklm")}
 
 
-def test_two_machines_deciding_at_once_promote_exactly_one(s3_store, tmp_path):
-    location = store.registry_url(s3_store)
+@pytest.mark.parametrize("where", ["s3", "disk"])
+def test_machines_deciding_at_once_promote_exactly_one(where, request, tmp_path):
+    """On S3, processes that share no disk (the lock is an object created only if absent);
+    on one disk, processes of one machine (a file lock)."""
+    if where == "s3":
+        location = store.registry_url(request.getfixturevalue("s3_store"))
+    else:
+        location = str(tmp_path / "registry" / "registry.json")
     first = {"id": "c0", "run_dir": "/elsewhere/c0", "status": "scored", "metric": "top1"}
     first |= {"challenger_score": 0.5, "champion_score": None, "metrics": {"top1": 0.5}}
     registry.record_decision(location, first | {"lineage": {}}, None, FROZEN)
@@ -81,8 +87,9 @@ def test_two_machines_deciding_at_once_promote_exactly_one(s3_store, tmp_path):
     saved = registry.read(location)
     assert saved["champion"]["id"] == promoted[0]
     assert [e["promoted"] for e in saved["history"]].count(True) == 2  # c0, then one
-    fs, path = store.filesystem(location + store.LOCK_SUFFIX)
-    assert not fs.exists(path)  # released
+    if where == "s3":
+        fs, path = store.filesystem(location + store.LOCK_SUFFIX)
+        assert not fs.exists(path)  # released
 
 
 def test_a_lock_held_too_long_is_named_and_a_dead_holders_lock_is_broken(s3_store):
