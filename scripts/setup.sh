@@ -16,8 +16,9 @@ if [ ! -f "$stamp" ] || ! grep -qxF "$want" "$stamp"; then
     echo "setup: installing ${spec} into .venv (first run takes a few minutes)" >&2
     .venv/bin/python -m pip install --disable-pip-version-check -q --upgrade pip
     # torch is pinned to 2.13.0 in pyproject.toml; install it first so nothing pulls another build
-    # --no-compile: modules are byte-compiled when first imported, not all of them up front
-    .venv/bin/python -m pip install --disable-pip-version-check -q --no-compile "torch==2.13.0"
-    .venv/bin/python -m pip install --disable-pip-version-check -q --no-compile -e "$spec"
+    # not --no-compile: with PYTHONDONTWRITEBYTECODE=1 (set on these machines) every process
+    # would compile every module it imports, again (CI went from 17 to 30+ minutes)
+    .venv/bin/python -m pip install --disable-pip-version-check -q "torch==2.13.0"
+    .venv/bin/python -m pip install --disable-pip-version-check -q -e "$spec"
     echo "$want" >> "$stamp"
 fi

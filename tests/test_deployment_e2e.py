@@ -140,6 +140,7 @@ def server(tmp_path_factory):
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "LINKLM_HOME": str(home / "linklm-home"),
+        "PREFECT_WORKER_QUERY_SECONDS": "2",  # a worker asks for new runs every 2 s, not 10
     }
     for name in ("PREFECT_API_KEY", store.ENV_VAR, "LINKLM_PROJECT_DIR"):
         env.pop(name, None)

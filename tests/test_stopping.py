@@ -84,9 +84,9 @@ def _stop(args: list[str], tmp_path: Path, marker: str, signum: int, group: bool
 
 SIGTERM = pytest.param(signal.SIGTERM, False, id="SIGTERM")
 CTRL_C = pytest.param(signal.SIGINT, True, id="Ctrl-C")
-# Both signals on training (the longest run, the one stopped most); one each on data and
-# predict, whose stop goes through the same run_cli handler (6 cases cost 270 s of CI).
-CASES = [SIGTERM, CTRL_C]
+# One signal per command, both signals covered: every stop goes through the same run_cli
+# handler (the 6 combinations cost 270 s of CI; SIGTERM on train and Ctrl-C on data passed
+# there until CI time ran short).
 
 
 def _assert_clean_stop(result, signum: int) -> str:
@@ -111,7 +111,7 @@ def test_data_stops_cleanly(signum, group, tmp_path):
     assert not (out / "manifest.json").exists()  # no dataset claimed whole
 
 
-@pytest.mark.parametrize("signum, group", CASES)
+@pytest.mark.parametrize("signum, group", [CTRL_C])
 def test_train_stops_cleanly(signum, group, small_dataset, tmp_path):
     args = ["-m", "flows.train", "--data-dir", str(small_dataset), "--out-dir", str(tmp_path)]
     args += ["--run-name", "r", "--max-steps", "3000", "--batch-size", "8", "--eval-rows", "0"]
