@@ -96,6 +96,17 @@ def files_to_copy(src: Path, exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> list
     return out
 
 
+def _index_of(root: str) -> str:
+    """The index's path in a published folder's filesystem path ``root``."""
+    return f"{root.rstrip('/')}/{INDEX_FILE}"
+
+
+def is_published(location: str) -> bool:
+    """True when a complete copy is at ``location`` (its index is written last)."""
+    fs, root = filesystem(location)
+    return fs.exists(_index_of(root))
+
+
 def publish_folder(src: Path, dest_url: str, exclude: tuple[str, ...] = DEFAULT_EXCLUDE) -> dict:
     """Copy ``src`` to ``dest_url`` file by file, then write the index; returns the index."""
     src = Path(src)
@@ -104,7 +115,7 @@ def publish_folder(src: Path, dest_url: str, exclude: tuple[str, ...] = DEFAULT_
     fs, root = filesystem(dest_url)
     # an index is only ever beside the files it lists: a copy being replaced has none
     with contextlib.suppress(FileNotFoundError):
-        fs.rm_file(f"{root.rstrip('/')}/{INDEX_FILE}")
+        fs.rm_file(_index_of(root))
     records = []
     for path in files_to_copy(src, exclude):
         rel = path.relative_to(src).as_posix()
@@ -122,7 +133,7 @@ def publish_folder(src: Path, dest_url: str, exclude: tuple[str, ...] = DEFAULT_
         "bytes": sum(r["bytes"] for r in records),
     }
     fs.makedirs(root, exist_ok=True)
-    with fs.open(f"{root.rstrip('/')}/{INDEX_FILE}", "w") as fh:
+    with fs.open(_index_of(root), "w") as fh:
         fh.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return index
 
@@ -130,7 +141,7 @@ def publish_folder(src: Path, dest_url: str, exclude: tuple[str, ...] = DEFAULT_
 def read_index(dest_url: str) -> dict:
     """The index of a published folder; a StorageError when the copy is absent or unfinished."""
     fs, root = filesystem(dest_url)
-    path = f"{root.rstrip('/')}/{INDEX_FILE}"
+    path = _index_of(root)
     if not fs.exists(path):
         raise StorageError(f"{dest_url}: no {INDEX_FILE} (nothing published there, or unfinished)")
     with fs.open(path, "r") as fh:
@@ -264,8 +275,7 @@ def index_key(index: dict) -> str:
 
 def has_run(store: str, run_name: str) -> bool:
     """True when the store holds a complete copy of the run (its index is written last)."""
-    fs, root = filesystem(run_url(store, run_name))
-    return fs.exists(f"{root.rstrip('/')}/{INDEX_FILE}")
+    return is_published(run_url(store, run_name))
 
 
 def fetch_folder(location: str, name: str) -> Path:
@@ -315,8 +325,7 @@ def latest_published(location: str, prefix: str) -> tuple[int, str] | None:
         if name.startswith(prefix) and name[len(prefix) :].isdigit():
             numbered.append((int(name[len(prefix) :]), join(location, name)))
     for number, url in sorted(numbered, reverse=True):
-        sub_fs, sub_root = filesystem(url)
-        if sub_fs.exists(f"{sub_root.rstrip('/')}/{INDEX_FILE}"):
+        if is_published(url):
             return number, url
     return None
 
@@ -325,7 +334,7 @@ def remove(location: str) -> None:
     """Remove a folder of the store (the index first, so no reader takes it as complete)."""
     fs, root = filesystem(location)
     with contextlib.suppress(FileNotFoundError):
-        fs.rm_file(f"{root.rstrip('/')}/{INDEX_FILE}")
+        fs.rm_file(_index_of(root))
     with contextlib.suppress(FileNotFoundError):
         fs.rm(root, recursive=True)
 
