@@ -33,10 +33,11 @@ def publish_flow(
     dry_run: bool = False,
     adapter: bool = False,
     out_dir: Path | None = None,
+    allow_unevaluated: bool = False,
 ) -> dict:
     """Assemble, check that it loads, then push (unless dry_run)."""
     logger = get_run_logger()
-    folder = t.assemble(run_dir, out_dir, adapter)
+    folder = t.assemble(run_dir, out_dir, adapter, allow_unevaluated)
     loaded = t.check_loads(folder)
     logger.info(
         "upload folder %s loads back: %s, %d parameters",
@@ -84,14 +85,26 @@ def main(argv: list[str] | None = None) -> int:
         "--adapter", action="store_true", help="publish the LoRA adapter, not merged weights"
     )
     parser.add_argument("--out-dir", type=Path, help="upload folder (default <run>/publish)")
+    parser.add_argument(
+        "--allow-unevaluated",
+        action="store_true",
+        help="publish a run that was never evaluated (its card says so)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     # fail before Prefect starts: a repo id the Hub would refuse, a missing or damaged run,
     # an --out-dir that assembling would wipe
     check_repo_id(args.repo_id)
     models.check_folder(publish.weights_dir(args.run_dir, args.adapter))
     publish.upload_folder(args.run_dir, args.out_dir)
+    publish.check_evaluated(args.run_dir, args.allow_unevaluated)
     result = publish_flow(
-        args.run_dir, args.repo_id, args.private, args.dry_run, args.adapter, args.out_dir
+        args.run_dir,
+        args.repo_id,
+        args.private,
+        args.dry_run,
+        args.adapter,
+        args.out_dir,
+        args.allow_unevaluated,
     )
     if "warning" in result:
         print(f"warning: {result['warning']}", file=sys.stderr)

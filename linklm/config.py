@@ -28,6 +28,9 @@ StratifyColumn = Literal[
 ]
 Balance = Literal["none", "oversample", "undersample"]
 Target = Literal["channel", "throughput", "both"]
+BestMetric = Literal["loss", "channel_accuracy"]
+PromptChoice = Literal["auto", "text", "compact", "number-tokens"]
+ReportTo = Literal["none", "tensorboard", "mlflow", "wandb"]
 
 N_ROWS = 20_000  # a generated dataset's rows unless told otherwise
 MODEL_ROWS = 30_000  # rows drawn where a flow trains the model it reports on (demo, retraining)
@@ -151,6 +154,13 @@ class TrainSettings(BaseModel):
 
     mode: Mode = "full"
     target: Target = "both"
+    prompt: PromptChoice = Field(
+        "auto",
+        description="How links are shown to the model: auto (the model's own format, else "
+        "compact), text (readable template, JSON answer), compact (the quietest scan pairs "
+        "as short number words, a two-word answer), number-tokens (compact, with each number "
+        "word added to the tokenizer as one token).",
+    )
     max_rows: int | None = Field(None, gt=0, description="Cap on training rows.")
     augment_copies: int = Field(
         0, ge=0, description="Extra variants of each training row without some losing channels."
@@ -186,6 +196,31 @@ class TrainSettings(BaseModel):
         False,
         description="Compile the model with torch.compile: faster steps after a compile of "
         "about a minute on CPU, so it pays off on long runs only.",
+    )
+    early_stopping_patience: int | None = Field(
+        None,
+        gt=0,
+        description="Stop after this many validations in a row without a better best_metric "
+        "(none: train every step). Needs validation rows.",
+    )
+    load_best: bool = Field(
+        False,
+        description="Finish with the weights of the best validation (best_metric), not of the "
+        "last step; a checkpoint is then saved at every validation.",
+    )
+    best_metric: BestMetric = Field(
+        "loss",
+        description="What 'best' means for load_best and early stopping: the validation loss, "
+        "or the channel accuracy (ranked top-1) on best_metric_rows validation rows.",
+    )
+    best_metric_rows: int = Field(
+        200, gt=0, description="Validation rows the channel accuracy is measured on."
+    )
+    report_to: ReportTo = Field(
+        "none",
+        description="Where the Trainer sends live training curves: tensorboard (event files "
+        "in the run's tensorboard/ folder), mlflow, wandb (each needs its package: the "
+        "extra of that name), or none.",
     )
 
     @field_validator("max_steps")
@@ -267,6 +302,15 @@ class TrainConfig(TrainSettings):
     def _rank_within_nodes(self) -> TrainConfig:
         if self.node_rank >= self.nnodes:
             raise ValueError(f"node_rank {self.node_rank} must be below nnodes {self.nnodes}")
+        return self
+
+    @model_validator(mode="after")
+    def _best_needs_validation(self) -> TrainConfig:
+        if (self.load_best or self.early_stopping_patience) and not self.eval_rows:
+            raise ValueError(
+                "load_best and early_stopping_patience judge the run on validation rows: "
+                "set eval_rows above 0"
+            )
         return self
 
     @model_validator(mode="after")

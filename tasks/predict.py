@@ -43,8 +43,10 @@ def write(prediction: predict.Prediction, output: str, source: str) -> tuple[str
 
 
 @task(name="assemble-upload", cache_policy=NO_CACHE, persist_result=False)
-def assemble(run_dir: Path, out_dir: Path | None, adapter: bool) -> Path:
-    return publish.assemble(run_dir, out_dir, adapter)
+def assemble(
+    run_dir: Path, out_dir: Path | None, adapter: bool, allow_unevaluated: bool = False
+) -> Path:
+    return publish.assemble(run_dir, out_dir, adapter, allow_unevaluated)
 
 
 @task(name="check-upload-loads", cache_policy=NO_CACHE, persist_result=False)

@@ -94,6 +94,24 @@ def artifact_keys() -> set[str]:
 TINY_TRAINING = {"batch_size": 16, "learning_rate": 3e-3, "warmup_steps": 2, "max_rows": 800}
 
 
+def tiny_train_config(data_dir: Path, out_dir: Path, **changes):
+    """A 24-step run of the default model on ``data_dir``: validation at 12 and 24 steps,
+    checkpoints there too, a log line every 4 steps."""
+    from linklm.config import TrainConfig
+
+    base = TINY_TRAINING | dict(
+        data_dir=data_dir,
+        out_dir=out_dir,
+        run_name="run",
+        max_steps=24,
+        logging_steps=4,
+        eval_steps=12,
+        save_steps=12,
+        eval_rows=64,
+    )
+    return TrainConfig(**base | changes)
+
+
 def cli_error(main, argv: list[str], capsys) -> tuple[int, str]:
     """(exit code, the one stderr line) of a CLI run in-process, as ``python -m`` runs it;
     asserts the line is one ``error:`` line."""

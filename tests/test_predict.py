@@ -249,6 +249,43 @@ def test_model_card_matches_the_run_and_its_metrics(run_dir, small_dataset):
     assert f"| **fine-tuned model** | {100 * model['channel']['top1']:.1f} %" in text
     assert run["dataset_sha256"] in text and f"| steps | {run['steps']} |" in text
     assert "synthetic" in text and "Intended use and limits" in text
+    # the metadata a Hub user's tools read: licence, no base (trained from scratch), and the
+    # evaluation as model-index entries equal to metrics.json
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(run_dir / "README.md").data
+    assert data.license == "apache-2.0" and data.base_model is None
+    reported = {r.metric_name: r.metric_value for r in data.eval_results}
+    assert reported["channel top-1 (ranked)"] == round(model["channel"]["top1_ranked"], 4)
+    assert reported["channel top-3"] == round(model["channel"]["top3"], 4)
+    # a figure the model has none of (no parsable throughput after 40 steps) is left out
+    mae = model["throughput"]["mae"]
+    assert reported.get("throughput MAE (Mbps)") == (None if mae is None else round(mae, 4))
+    assert {r.dataset_split for r in data.eval_results} == {"test"}
+    assert {r.dataset_revision for r in data.eval_results} == {metrics["dataset_sha256"]}
+
+
+def test_publish_refuses_a_run_never_evaluated(small_dataset, tmp_path, capsys):
+    from conftest import cli_error
+
+    from flows import publish as publish_cli
+
+    summary = training.train(
+        TrainConfig(
+            data_dir=small_dataset,
+            out_dir=tmp_path,
+            run_name="new",
+            max_steps=2,
+            eval_rows=0,
+            max_rows=64,
+        )
+    )
+    argv = [summary["run_dir"], "--repo-id", "me/x", "--dry-run"]
+    code, line = cli_error(publish_cli.main, argv, capsys)
+    assert code == 2 and "never evaluated" in line and "--allow-unevaluated" in line
+    assert not (Path(summary["run_dir"]) / "publish").exists()
+    folder = publish.assemble(Path(summary["run_dir"]), allow_unevaluated=True)
+    assert "Not evaluated yet" in (folder / "README.md").read_text()
 
 
 def test_publish_dry_run_folder_loads_back(run_dir, seed_csv, tmp_path):
@@ -331,7 +368,7 @@ def test_published_adapter_names_a_hub_base_or_says_it_needs_a_local_one(small_d
     )
     run_dir = Path(summary["run_dir"])
     # the default model has no hub id: the adapter keeps its local base, and the flow warns
-    folder = publish.assemble(run_dir, tmp_path / "up", adapter=True)
+    folder = publish.assemble(run_dir, tmp_path / "up", adapter=True, allow_unevaluated=True)
     assert publish.local_base(folder) == summary["base_model"]
     assert publish.check_loads(folder)["model_class"] == "PeftModelForCausalLM"
     assert "library_name: peft" in (folder / "README.md").read_text()  # what is uploaded
@@ -343,12 +380,14 @@ def test_published_adapter_names_a_hub_base_or_says_it_needs_a_local_one(small_d
     record = json.loads((gguf_run / "run.json").read_text())
     record["config"]["model"] = "gemma-3-270m-gguf"
     (gguf_run / "run.json").write_text(json.dumps(record))
-    folder = publish.assemble(gguf_run, tmp_path / "up-gguf", adapter=True)
+    folder = publish.assemble(gguf_run, tmp_path / "up-gguf", adapter=True, allow_unevaluated=True)
     adapter_config = json.loads((folder / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] == "google/gemma-3-270m"
     assert publish.local_base(folder) is None
     assert publish.check_loads(folder)["model_class"] == "PeftModelForCausalLM"
-    assert "base_model: google/gemma-3-270m" in (folder / "README.md").read_text()
+    gemma_card = (folder / "README.md").read_text()
+    assert "base_model: google/gemma-3-270m" in gemma_card and "license: gemma" in gemma_card
+    assert "Gemma Terms of Use" in gemma_card
 
 
 def test_predicts_the_split_of_a_dataset_folder(predictor, small_dataset, tmp_path):

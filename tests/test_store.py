@@ -17,7 +17,7 @@ import time
 
 import pytest
 import torch
-from conftest import TINY_TRAINING
+from conftest import tiny_train_config
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -133,17 +133,7 @@ def straight_run(small_dataset, tmp_path_factory) -> dict:
 
 
 def _config(data_dir, out_dir, run_name: str, **kw) -> TrainConfig:
-    base = TINY_TRAINING | dict(
-        data_dir=data_dir,
-        out_dir=out_dir,
-        run_name=run_name,
-        max_steps=24,
-        logging_steps=4,
-        eval_steps=12,
-        save_steps=6,
-        eval_rows=64,
-    )
-    return TrainConfig(**base | kw)
+    return tiny_train_config(data_dir, out_dir, run_name=run_name, save_steps=6, **kw)
 
 
 class Killed(TrainerCallback):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_TRAINING
+from conftest import tiny_train_config
 from pydantic import ValidationError
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -21,19 +21,7 @@ from linklm.evaluation import answers as model_answers
 from linklm.model import examples, models, numtok, runs, training
 from linklm.model.formats import PromptFormat
 
-
-def _config(data_dir, out_dir, **kw) -> TrainConfig:
-    base = TINY_TRAINING | dict(
-        data_dir=data_dir,
-        out_dir=out_dir,
-        run_name="run",
-        max_steps=24,
-        logging_steps=4,
-        eval_steps=12,
-        save_steps=12,
-        eval_rows=64,
-    )
-    return TrainConfig(**base | kw)
+_config = tiny_train_config
 
 
 def test_default_model_is_a_normal_checkpoint_with_number_tokens():

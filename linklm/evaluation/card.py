@@ -87,25 +87,110 @@ def hub_base_model(run: dict) -> str | None:
     return name if looks_like_hub_id and not Path(name).exists() else None
 
 
-def _yaml_header(run: dict, adapter: bool) -> str:
-    lines = ["---"]
-    base = hub_base_model(run)
-    if base:
-        lines.append(f"base_model: {base}")
+# the licence a fine-tuned model inherits from its base: the default model is this project's
+# (Apache-2.0); Gemma derivatives are bound by the Gemma terms (the Hub's licence id "gemma")
+LICENCES = {"linklm-default": "apache-2.0", "gemma-3-270m-gguf": "gemma"}
+
+
+def base_licence(run: dict) -> str:
+    """The Hub licence id of a run's base model: a registered name's, Gemma's for a Gemma hub
+    id, a local base folder's own card's, else ``other`` (the card then names the base)."""
+    name = run["config"]["model"]
+    if name in LICENCES:
+        return LICENCES[name]
+    if "gemma" in name.lower() or "gemma" in str(run.get("base_model", "")).lower():
+        return "gemma"
+    folder = Path(name).expanduser()
+    for readme in (folder / CARD_FILE, folder.parent / CARD_FILE):  # a model/ of a run
+        if readme.is_file():
+            from huggingface_hub import ModelCard
+
+            licence = ModelCard.load(readme).data.to_dict().get("license")
+            if licence:
+                return licence
+    return "other"
+
+
+# (metrics.json key, metric name on the card, Hub metric type): what model-index reports
+EVAL_METRICS = (
+    (("channel", "top1_ranked"), "channel top-1 (ranked)", "accuracy"),
+    (("channel", "top1"), "channel top-1 (greedy)", "accuracy"),
+    (("channel", "top3"), "channel top-3", "accuracy"),
+    (("throughput", "mae"), "throughput MAE (Mbps)", "mae"),
+    (("throughput", "rmse"), "throughput RMSE (Mbps)", "rmse"),
+)
+
+
+def licence_text(run: dict) -> str:
+    licence = base_licence(run)
+    base = hub_base_model(run) or run.get("base_model") or run["config"]["model"]
+    if licence == "gemma":
+        return (
+            f"A derivative of Gemma (base `{base}`): its use is governed by the Gemma Terms of "
+            "Use and Prohibited Use Policy (ai.google.dev/gemma/terms), which pass on to anyone "
+            "this model is shared with.\n"
+        )
+    if licence == "apache-2.0":
+        return "Apache-2.0, like linklm and its default model (trained from scratch here).\n"
+    return (
+        f"The licence of the base model `{base}` applies (`{licence}`); check it before sharing.\n"
+    )
+
+
+def eval_results(metrics: dict | None) -> list:
+    """The model's own figures of an evaluation as the card's ``model-index`` entries."""
+    from huggingface_hub import EvalResult
+
+    if not metrics:
+        return []
+    model = next((s for s in metrics["systems"] if s.get("kind") == "model"), None)
+    if model is None:
+        return []
+    results = []
+    for (part, key), name, metric_type in EVAL_METRICS:
+        value = (model.get(part) or {}).get(key)
+        if value is None:
+            continue
+        results.append(
+            EvalResult(
+                task_type="text-generation",
+                task_name="5 GHz link planning: channel and throughput",
+                dataset_type="linklm-synthetic",
+                dataset_name=f"linklm synthetic links ({metrics['rows']:,} {metrics['split']} rows)",
+                dataset_split=metrics["split"],
+                dataset_revision=metrics["dataset_sha256"],
+                metric_type=metric_type,
+                metric_name=name,
+                metric_value=round(float(value), 4),
+            )
+        )
+    return results
+
+
+def card_data(run: dict, metrics: dict | None, adapter: bool, name: str):
+    """The card's metadata (``huggingface_hub.ModelCardData``): base, licence, library,
+    tags, dataset, and the evaluation as ``model-index``."""
+    from huggingface_hub import ModelCardData
+
     # an adapter upload, or a QLoRA run saved before QLoRA merged (adapter/ is all it has)
     adapter_only = adapter or Path(run["model_dir"]).name == "adapter"
-    lines += [
-        f"library_name: {'peft' if adapter_only else 'transformers'}",
-        "license: apache-2.0",
-        "pipeline_tag: text-generation",
-        "language:\n- en",
-        "tags:",
-        *(f"- {t}" for t in TAGS),
-        "datasets:",
-        f"- linklm-synthetic-{run['dataset_sha256'][:12]}",
-        "---",
-    ]
-    return "\n".join(lines) + "\n"
+    licence = base_licence(run)
+    return ModelCardData(
+        base_model=hub_base_model(run),
+        library_name="peft" if adapter_only else "transformers",
+        license=licence,
+        license_name="see-base-model" if licence == "other" else None,
+        pipeline_tag="text-generation",
+        language=["en"],
+        tags=list(TAGS),
+        datasets=[f"linklm-synthetic-{run['dataset_sha256'][:12]}"],
+        model_name=name,
+        eval_results=eval_results(metrics) or None,
+    )
+
+
+def _yaml_header(run: dict, metrics: dict | None, adapter: bool, name: str) -> str:
+    return "---\n" + card_data(run, metrics, adapter, name).to_yaml() + "\n---\n"
 
 
 def _loss(value: float | None) -> str:
@@ -145,7 +230,7 @@ def render(run_dir: Path, adapter: bool = False) -> str:
     metrics = latest_metrics(run_dir)
     versions = ", ".join(f"{k} {v}" for k, v in run.get("versions", {}).items() if v)
     parts = [
-        _yaml_header(run, adapter),
+        _yaml_header(run, metrics, adapter, run_dir.name),
         f"# {run_dir.name}\n",
         "A small language model fine-tuned with linklm to plan outdoor "
         "5 GHz point-to-point Wi-Fi links: given a link's geometry, tx power, noise floor, "
@@ -182,6 +267,8 @@ def render(run_dir: Path, adapter: bool = False) -> str:
         "powers within DATA_SPEC.md's ranges; outside them the answers are not meaningful "
         "(`flows.predict` refuses such rows).\n",
         "- rssi_dbm and snr_db are never shown to the model (they would leak the label).\n",
+        "## Licence\n",
+        licence_text(run),
     ]
     return "\n".join(parts)
 

@@ -453,6 +453,12 @@ class LoadedModel:
     device: torch.device = torch.device("cpu")
 
 
+def saved_format(loaded: LoadedModel) -> PromptFormat | None:
+    """The prompt format saved in the model's folder (the default model, a run of ours), or
+    None for a model that never had one (Gemma from its GGUF, a hub model)."""
+    return loaded.prompt_format if (Path(loaded.source) / PROMPT_FILE).is_file() else None
+
+
 def load_tokenizer(source: str, token: str | None = None):
     tokenizer = AutoTokenizer.from_pretrained(source, token=token)
     if tokenizer.chat_template is None:

@@ -189,12 +189,16 @@ def render_answers(df: pl.DataFrame, target: str = "both") -> pl.Series:
 
 _ANSWER = {"c": "recommended_channel_mhz", "q": "expected_throughput_mbps"}
 _TOKEN = re.compile(r"^([cq])(\d+)$")
+_WORD_START = re.compile(r"(?<=\d)(?=[a-z])")
 
 
 def parse_answer(text: str, target: str = "both") -> dict[str, float | int]:
     """Decode ``c5115 q201`` into the JSON answer's fields (throughput: the bin's centre)."""
     wanted = {"channel": ["c"], "throughput": ["q"], "both": ["c", "q"]}[target]
-    tokens = [t for t in text.replace("<end_of_turn>", " ").replace("<eos>", " ").split() if t]
+    text = text.replace("<end_of_turn>", " ").replace("<eos>", " ")
+    # an added number token takes the space before it, so a tokenizer with them decodes
+    # "c5115 q201" as "c5115q201": a word starts at each letter after a digit
+    tokens = _WORD_START.sub(" ", text).split()
     if len(tokens) != len(wanted):
         raise AnswerError(f"expected {len(wanted)} answer token(s), got {text[:80]!r}")
     out: dict[str, float | int] = {}

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainerState, TrainingArguments
@@ -35,7 +36,7 @@ from linklm import atomic, store
 from linklm.config import TrainConfig
 from linklm.data import augment, dataset
 from linklm.errors import LinkLMError, StorageError, first_line
-from linklm.model import ddp, examples, models, runs
+from linklm.model import best, ddp, examples, formats, models, reporting, runs, vocab
 from linklm.model.runs import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -82,10 +83,32 @@ def check_hardware(config: TrainConfig) -> None:
 class AnswerLossTrainer(Trainer):
     """Cross-entropy on the answer tokens only, from logits of the answer positions only."""
 
-    def __init__(self, *args, token_weights: torch.Tensor | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        token_weights: torch.Tensor | None = None,
+        accuracy_rows: pl.DataFrame | None = None,
+        prompt_format=None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.token_weights = token_weights
         self.loss_is_scaled_for_ga = False  # a per-batch mean: let Trainer divide by GA steps
+        self.accuracy_rows, self.prompt_format = accuracy_rows, prompt_format
+
+    def evaluation_loop(self, *args, metric_key_prefix: str = "eval", **kwargs):
+        """The validation loss, plus the channel accuracy on ``accuracy_rows`` when it is the
+        best-run metric: added here, it is logged with the loss and seen by early stopping."""
+        output = super().evaluation_loop(*args, metric_key_prefix=metric_key_prefix, **kwargs)
+        if self.accuracy_rows is not None:
+            output.metrics[f"{metric_key_prefix}_{best.ACCURACY}"] = best.channel_accuracy(
+                self.model,
+                self.processing_class,
+                self.prompt_format,
+                self.accuracy_rows,
+                self.args.per_device_eval_batch_size,
+            )
+        return output
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
@@ -262,6 +285,7 @@ class Prepared:
     manifest: dict
     source: str
     split: dict  # examples.split_record: the split trained on, recorded in run.json
+    accuracy_rows: pl.DataFrame | None = None  # best.accuracy_rows: the best-run metric's
 
 
 def qlora_compute_dtype(config: TrainConfig, native_bf16: bool | None = None) -> torch.dtype:
@@ -281,9 +305,10 @@ def qlora_compute_dtype(config: TrainConfig, native_bf16: bool | None = None) ->
     return torch.bfloat16 if native_bf16 else torch.float16
 
 
-def _apply_adapters(model, config: TrainConfig):
+def _apply_adapters(model, config: TrainConfig, new_tokens: list[int] = ()):
     """LoRA adapters on ``config.lora_targets``, initialised from ``config.seed``: the
-    Trainer seeds only after it gets the model, and an unseeded adapter differs per run."""
+    Trainer seeds only after it gets the model, and an unseeded adapter differs per run.
+    ``new_tokens`` (ids added to the vocabulary) train their embedding rows too."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import set_seed
 
@@ -313,6 +338,7 @@ def _apply_adapters(model, config: TrainConfig):
         lora_dropout=config.lora_dropout,
         target_modules=targets,
         task_type="CAUSAL_LM",
+        trainable_token_indices=list(new_tokens) or None,
     )
     return get_peft_model(model, lora)
 
@@ -334,10 +360,18 @@ def prepare(config: TrainConfig, token: str | None = None) -> Prepared:
             bnb_4bit_use_double_quant=True,
         )
     loaded = models.load(config.model, dtype=dtype, token=token, quantization_config=quantization)
-    prompt_format = loaded.prompt_format.model_copy(update={"target": config.target})
+    prompt_format = formats.choose(config.prompt, models.saved_format(loaded), config.target)
+    if prompt_format.kind == "text" and vocab.has_number_tokens(loaded.tokenizer):
+        raise TrainingError(
+            f"{config.model}: a number-token model cannot read the text prompt; drop --prompt "
+            "text (its own format is the compact one)"
+        )
     model = loaded.model
+    new_tokens = []
+    if config.prompt == "number-tokens":
+        new_tokens = vocab.add_number_tokens(model, loaded.tokenizer)
     if config.mode in ("lora", "qlora"):
-        model = _apply_adapters(model, config)
+        model = _apply_adapters(model, config, new_tokens)
     train_rows = examples.split_rows(config.data_dir, "train", config.max_rows, manifest)
     if train_rows.height == 0:
         raise TrainingError(f"{config.data_dir}: the train split is empty")
@@ -348,13 +382,19 @@ def prepare(config: TrainConfig, token: str | None = None) -> Prepared:
         train_rows, config.augment_copies, seed=config.seed, keep=config.augment_keep
     )
     train_set = examples.tokenize(train_rows, prompt_format, loaded.tokenizer)
-    eval_set = None
+    eval_set = eval_rows = None
     if config.eval_rows:
         eval_rows = examples.split_rows(config.data_dir, "validation", config.eval_rows, manifest)
         if eval_rows.height:
             eval_set = examples.tokenize(eval_rows, prompt_format, loaded.tokenizer)
         else:
             log.warning("%s: the validation split is empty, no validation loss", config.data_dir)
+            eval_rows = None
+        if eval_rows is None and best.judged(config):
+            raise TrainingError(
+                f"{config.data_dir}: the validation split is empty, so there is no best run to "
+                "keep; drop --load-best/--early-stopping-patience or use a dataset with one"
+            )
     return Prepared(
         model,
         loaded.tokenizer,
@@ -364,6 +404,7 @@ def prepare(config: TrainConfig, token: str | None = None) -> Prepared:
         manifest,
         loaded.source,
         examples.split_record(config.data_dir, manifest),
+        best.accuracy_rows(config, eval_rows),
     )
 
 
@@ -371,7 +412,7 @@ def training_arguments(
     config: TrainConfig, run_dir: Path, evaluate: bool = True
 ) -> TrainingArguments:
     """The Trainer's settings; ``evaluate`` is off when there are no validation rows."""
-    args = TrainingArguments(
+    settings = dict(
         output_dir=str(run_dir / CHECKPOINTS),
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
@@ -399,7 +440,6 @@ def training_arguments(
         logging_steps=config.logging_steps,
         prediction_loss_only=True,
         remove_unused_columns=False,
-        report_to="none",
         logging_nan_inf_filter=False,  # a NaN loss is logged as NaN: StopWhenDiverged sees it
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
@@ -410,7 +450,10 @@ def training_arguments(
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
     )
-    return one_gpu_unless_distributed(args, config.distributed)
+    settings |= reporting.trainer_arguments(config)
+    if evaluate:
+        settings |= best.trainer_arguments(config)
+    return one_gpu_unless_distributed(TrainingArguments(**settings), config.distributed)
 
 
 def one_gpu_unless_distributed(args, distributed: bool):
@@ -447,9 +490,13 @@ def build_trainer(
             progress,
             StopWhenDiverged(),
             SavePromptFormat(prepared.prompt_format),
+            *best.callbacks(config),
+            *reporting.callbacks(config, run_dir),
             *callbacks,
         ],
         token_weights=token_weights(prepared.tokenizer, config, prepared.prompt_format.kind),
+        accuracy_rows=prepared.accuracy_rows,
+        prompt_format=prepared.prompt_format,
     )
     trainer.remove_callback(PrinterCallback)  # ProgressLog says the same through logging
     trainer.progress = progress  # save_run's tokens/s
@@ -520,6 +567,7 @@ def merged_into_float_base(source: str, adapter_dir: Path, token: str | None = N
     from peft import PeftModel
 
     base = models.load(source, dtype=torch.float32, token=token).model
+    vocab.fit_embeddings(base, adapter_dir)
     return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
 
 
@@ -589,6 +637,7 @@ def _save_run(
         "final_train_loss": train_losses[-1] if train_losses else None,
         "final_eval_loss": eval_losses[-1] if eval_losses else None,
         "peak_memory_mb": trainer.progress.peak_memory or peak_memory_mb(),
+        **best.record(config, trainer),
         "versions": versions(),
         models.FILES_KEY: {
             sub: models.file_hashes(run_dir / sub)
@@ -645,7 +694,9 @@ def fit(
         return trainer, 0.0, True
     with disk_full_named(run_dir, "a checkpoint"):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    finished = trainer.state.global_step >= trainer.state.max_steps  # a callback may stop it early
+    # a callback may stop it (a signal: not finished); early stopping finishes it
+    finished = trainer.state.global_step >= trainer.state.max_steps
+    finished = finished or best.stopped_early(trainer) is not None
     return trainer, time.perf_counter() - started, finished
 
 
@@ -681,6 +732,7 @@ def start(config: TrainConfig) -> TrainConfig:
         config = config.model_copy(update={"run_name": run_dir_of(config).name})
     config = resumed(runs.from_store(config))
     check_hardware(config)
+    reporting.check(config)
     dataset.read_manifest(config.data_dir)
     base = models.resolve(config.model)
     if not config.dry_run:  # a folder it can write, on a disk with room for the run

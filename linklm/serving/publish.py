@@ -83,11 +83,29 @@ def upload_folder(run_dir: Path, out_dir: Path | None = None) -> Path:
     return out_dir
 
 
-def assemble(run_dir: Path, out_dir: Path | None = None, adapter: bool = False) -> Path:
+def check_evaluated(run_dir: Path, allow_unevaluated: bool = False) -> dict | None:
+    """The run's evaluation (what its card reports); a run never evaluated is refused unless
+    ``allow_unevaluated``: a model on the Hub without a figure asks its users to trust it."""
+    metrics = card.latest_metrics(run_dir)
+    if metrics is None and not allow_unevaluated:
+        raise PublishError(
+            f"{run_dir}: never evaluated, so its card would have no figures; run python -m "
+            f"flows.evaluate --model {run_dir} first, or pass --allow-unevaluated"
+        )
+    return metrics
+
+
+def assemble(
+    run_dir: Path,
+    out_dir: Path | None = None,
+    adapter: bool = False,
+    allow_unevaluated: bool = False,
+) -> Path:
     """The upload folder (default <run>/publish), replaced atomically."""
     run_dir = Path(run_dir)
     source = weights_dir(run_dir, adapter)
     out_dir = upload_folder(run_dir, out_dir)
+    check_evaluated(run_dir, allow_unevaluated)
     card.write_card(run_dir)  # fresh from the run's files
     run = run_record(run_dir)
     with atomic.atomic_dir(out_dir) as tmp:
