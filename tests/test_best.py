@@ -47,9 +47,9 @@ def test_early_stopping_on_channel_accuracy_keeps_the_best_checkpoint(small_data
     assert all(torch.equal(saved[k], kept[k]) for k in saved)
     last = tmp_path / "run" / "checkpoints" / f"checkpoint-{summary['steps']}"
     if first_top != summary["steps"] and last.exists():
-        assert not torch.equal(_weights(last)["model.embed_tokens.weight"], saved[
-            "model.embed_tokens.weight"
-        ])
+        assert not torch.equal(
+            _weights(last)["model.embed_tokens.weight"], saved["model.embed_tokens.weight"]
+        )
 
 
 def test_load_best_on_the_loss_and_tensorboard_curves(small_dataset, tmp_path):
