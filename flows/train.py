@@ -22,7 +22,7 @@ from flows.cli import ArgumentParser, add_model_options, model_from_options, run
 from linklm import store
 from linklm.config import TrainConfig
 from linklm.evaluation import card
-from linklm.model import training
+from linklm.model import memory, training
 from tasks import secrets
 from tasks import storage as t_storage
 from tasks import train as t
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = train_flow(config)
     if summary.get("dry_run"):
         print(
-            f"dry run ok: loss {summary['loss']:.4f} on one batch of {min(config.batch_size, summary['train_rows'])} rows "
+            f"dry run ok: loss {summary['loss']:.4f} on one batch of {min(memory.batch_size(config), summary['train_rows'])} rows "
             f"(of {summary['train_rows']:,} training rows)"
         )
     else:

@@ -19,14 +19,14 @@ from linklm.model import runs, training
 from linklm.model.runs import TrainingError
 
 
-def test_two_data_flows_on_one_folder_one_builds_the_other_is_refused(tmp_path):
+def test_two_data_flows_on_one_folder_one_builds_the_other_is_refused(tmp_path, prefect_api):
     out = tmp_path / "shared"
     gen = GenerationConfig(n_rows=30_000, chunk_size=500, seed=4)
     args = ["--out-dir", str(out), "--n-rows", "30000", "--chunk-size", "500", "--seed", "4"]
     procs = []
     for i in range(2):  # started together: both reach the folder within Prefect's start-up
-        env = dict(os.environ, PREFECT_HOME=str(tmp_path / f"home-{i}"))
-        env.pop("PREFECT_API_URL", None)
+        # two machines' CLIs on one Prefect server (the session's): the folder's lock decides
+        env = dict(os.environ, PREFECT_HOME=str(tmp_path / f"home-{i}"), **prefect_api)
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "flows.data", *args, "--no-export"],
@@ -107,7 +107,9 @@ class _Paused(TrainerCallback):
         self.go_on.wait(120)
 
 
-def test_a_dataset_a_training_reads_is_not_overwritten_meanwhile(small_dataset, tmp_path):
+def test_a_dataset_a_training_reads_is_not_overwritten_meanwhile(
+    small_dataset, tmp_path, prefect_api
+):
     """Before, `flows.data --overwrite` of the folder a training was reading went ahead, and
     run.json then recorded a SHA256 the folder no longer held. The training holds the
     dataset shared from its first read to run.json; the writer is refused, in one line."""
@@ -128,7 +130,7 @@ def test_a_dataset_a_training_reads_is_not_overwritten_meanwhile(small_dataset, 
             [sys.executable, "-m", "flows.data", "--out-dir", str(data), "--n-rows", "500"]
             + ["--chunk-size", "250", "--overwrite", "--no-export"],
             cwd=ROOT,
-            env=dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect")),
+            env=dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), **prefect_api),
             capture_output=True,
             text=True,
             timeout=300,

@@ -30,9 +30,10 @@ GEN = GenerationConfig(n_rows=30_000, chunk_size=500, seed=9)  # 60 chunks
 TRAIN_OPTIONS = TINY_TRAINING | dict(max_steps=60, logging_steps=5, save_steps=5, eval_rows=0)
 
 
-def _start(args: list[str], tmp_path: Path) -> subprocess.Popen:
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"))
-    env.pop("PREFECT_API_URL", None)  # its own ephemeral server, like a user's first run
+def _start(args: list[str], tmp_path: Path, prefect_api: dict) -> subprocess.Popen:
+    # the session's Prefect server: the kill is of the flow's process, whose files are what
+    # these tests check (a temporary server of its own cost ~20 s a process)
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"), **prefect_api)
     return subprocess.Popen(
         [sys.executable, *args],
         cwd=ROOT,
@@ -70,13 +71,13 @@ def uninterrupted_data(tmp_path_factory, prefect_harness):
 
 @pytest.mark.parametrize("seed", KILL_SEEDS)
 def test_data_flow_killed_at_a_random_point_resumes_to_the_same_dataset(
-    uninterrupted_data, prefect_harness, tmp_path, seed
+    uninterrupted_data, prefect_api, tmp_path, seed
 ):
     out = tmp_path / "killed"
     args = ["-m", "flows.data", "--out-dir", str(out), "--no-export"]
     args += ["--n-rows", str(GEN.n_rows), "--chunk-size", str(GEN.chunk_size)]
     args += ["--seed", str(GEN.seed)]
-    proc = _start(args, tmp_path)
+    proc = _start(args, tmp_path, prefect_api)
     delay = random.Random(seed).uniform(0.0, 1.0)
     _kill_when(proc, lambda: any((out / "chunks").glob("*.parquet")), delay)
 
@@ -109,11 +110,11 @@ def uninterrupted_run(small_dataset, tmp_path_factory):
 
 @pytest.mark.parametrize("seed", KILL_SEEDS)
 def test_train_flow_killed_mid_epoch_resumes_to_the_same_weights(
-    small_dataset, uninterrupted_run, prefect_harness, tmp_path, seed
+    small_dataset, uninterrupted_run, prefect_api, tmp_path, seed
 ):
     run_dir = tmp_path / "runs" / "killed"
     args = ["-m", "flows.train", *_train_args(small_dataset, tmp_path / "runs", "killed")]
-    proc = _start(args, tmp_path)
+    proc = _start(args, tmp_path, prefect_api)
     delay = random.Random(seed).uniform(0.0, 3.0)
     _kill_when(proc, lambda: (run_dir / runs.CONFIG_FILE).exists(), delay)
     assert not (run_dir / runs.RUN_FILE).exists()

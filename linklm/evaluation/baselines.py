@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 from linklm import schema
 from linklm.data import physics
@@ -138,6 +137,9 @@ class TabularModel:
     """
 
     def __init__(self, seed: int = 0, max_iter: int = 200):
+        # imported here: 2-3 s that a process answering links (predict, serve) never needs
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
         self.ranker = HistGradientBoostingClassifier(max_iter=max_iter, random_state=seed)
         self.regressor = HistGradientBoostingRegressor(max_iter=max_iter, random_state=seed)
 

