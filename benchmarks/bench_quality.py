@@ -280,7 +280,9 @@ def main() -> None:
             data_dir,
             GenerationConfig(n_rows=int(args.train_rows / 0.8) + 2000, chunk_size=10_000, seed=1),
         )
-    curve_rows = examples.split_rows(data_dir, "validation", args.curve_rows) if curve_every else None
+    curve_rows = (
+        examples.split_rows(data_dir, "validation", args.curve_rows) if curve_every else None
+    )
     config = TrainConfig(
         data_dir=data_dir,
         model=model,
