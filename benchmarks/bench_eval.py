@@ -3,7 +3,7 @@
     python benchmarks/bench_eval.py                          # default model, 512 test rows
     python benchmarks/bench_eval.py --model runs/demo/train/demo-... --rows 1000
 
-Both paths call the platform's ``linklm.evaluation.answers.generate`` (left padding, KV cache, greedy,
+Both paths call the platform's ``linklm.model.answers.generate`` (left padding, KV cache, greedy,
 stop at the end of the answer) on the same rows; the reference uses batch size 1, as a
 naive loop over rows would. Also times channel ranking (one forward per batch for number-
 token models) and checks that batched and one-by-one answers agree. Figures: examples/s,
@@ -23,8 +23,7 @@ import torch
 
 from linklm.config import GenerationConfig
 from linklm.data import dataset
-from linklm.evaluation import answers
-from linklm.model import examples, models, runs
+from linklm.model import answers, examples, models, runs
 
 
 def _timed(fn, *args, **kwargs):

@@ -35,8 +35,8 @@ from transformers import TrainerCallback
 
 from linklm.config import GenerationConfig, TrainConfig
 from linklm.data import dataset
-from linklm.evaluation import answers as model_answers
 from linklm.evaluation import baselines
+from linklm.model import answers as model_answers
 from linklm.model import examples, memory, models, training
 
 

@@ -178,12 +178,7 @@ class TrainSettings(BaseModel):
     )
     epochs: float = Field(1.0, gt=0, description="Passes over the training rows.")
     max_steps: int = Field(-1, description="Steps to train; overrides epochs. -1: by epochs.")
-    batch_size: int | None = Field(
-        None,
-        gt=0,
-        description="Rows per step; none: the model's default (32; Gemma 3 270M on a CPU: "
-        "8 on the compact prompt, 4 on the text one, to fit 24 GB).",
-    )
+    batch_size: int = Field(32, gt=0, description="Rows per step.")
     memory_check: bool = Field(
         True,
         description="Refuse a run whose estimated peak memory is more than the machine (or "
@@ -255,7 +250,7 @@ class TrainSettings(BaseModel):
         """max_steps, or what ``epochs`` comes to on ``train_rows`` rows."""
         if self.max_steps > 0:
             return self.max_steps
-        batch = self.batch_size or 32  # the default model's default
+        batch = self.batch_size or 32  # a TrainConfig's None: the default model's 32
         return max(1, math.ceil(train_rows * self.epochs / (batch * self.grad_accum)))
 
 
@@ -265,6 +260,14 @@ class TrainConfig(TrainSettings):
 
     data_dir: Path = Field(Path("runs/data"), description="A dataset folder made by the data flow.")
     model: str = Field("linklm-default", description="Registered name, local folder or hub id.")
+    # None here (a flow's settings keep 32, a plain integer in a deployment's run form):
+    # flows.train gives each model its own default, recorded in run.json as a number
+    batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="Rows per step; none: the model's default (32; Gemma 3 270M on a CPU: "
+        "8 on the compact prompt, 4 on the text one, to fit 24 GB).",
+    )
     out_dir: Path = Path("runs/train")
     run_name: str | None = Field(None, description="Folder under out_dir; default model-mode-time.")
     eval_rows: int = Field(500, ge=0, description="Validation rows for the val loss.")

@@ -11,7 +11,7 @@ import pytest
 from safetensors.torch import load_file
 
 from linklm.config import TrainConfig
-from linklm.evaluation import answers as model_answers
+from linklm.model import answers as model_answers
 from linklm.model import examples, models, runs, training
 
 COMMON = dict(

@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 from sklearn import metrics as skm
 
-from linklm.evaluation import answers as model_answers
 from linklm.evaluation import baselines, eval_report, evaluate, metrics, predictions, summaries
+from linklm.model import answers as model_answers
 from linklm.model import examples, numtok
 from linklm.model.formats import PromptFormat
 from linklm.model.runs import HISTORY_FILE

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from linklm.config import GenerationConfig, PromptConfig, SplitConfig, TrainConfig
 from linklm.data import dataset, shards
 from linklm.errors import LinkLMError
-from linklm.evaluation import answers as model_answers
+from linklm.model import answers as model_answers
 from linklm.model import examples, models, numtok, runs, training
 from linklm.model.formats import PromptFormat
 

@@ -20,8 +20,8 @@ from linklm import atomic
 from linklm.config import EvalConfig
 from linklm.data import dataset
 from linklm.errors import LinkLMError
-from linklm.evaluation import answers, baselines, card, metrics, predictions
-from linklm.model import devices, examples, models
+from linklm.evaluation import baselines, card, metrics, predictions
+from linklm.model import answers, devices, examples, models
 from linklm.model.runs import RUN_FILE, run_weights
 
 log = logging.getLogger(__name__)

@@ -54,7 +54,7 @@ def accuracy_rows(config: TrainConfig, validation: pl.DataFrame | None) -> pl.Da
 
 def channel_accuracy(model, tokenizer, prompt_format, rows: pl.DataFrame, batch_size: int) -> float:
     """Share of ``rows`` whose best-ranked channel is the recommended one."""
-    from linklm.evaluation.answers import rank_channels
+    from linklm.model.answers import rank_channels
 
     was_training = model.training
     ranked = rank_channels(model, tokenizer, prompt_format, rows, batch_size=batch_size)

@@ -30,8 +30,8 @@ from linklm import schema
 from linklm.config import PredictConfig
 from linklm.data import dataset, reader, rules
 from linklm.errors import LinkLMError, SchemaError, first_line
-from linklm.evaluation import answers, baselines
-from linklm.model import devices, models
+from linklm.evaluation import baselines
+from linklm.model import answers, devices, models
 from linklm.model.runs import RUN_FILE, run_weights
 from linklm.serving.predict_io import check_protocol, local_path
 
