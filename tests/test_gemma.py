@@ -104,3 +104,45 @@ def test_gemma_lora_trains_evaluates_answers_and_publishes(
     card = ModelCard.load(next(up.rglob("README.md")))
     assert card.data.license == "gemma" and card.data.base_model == "google/gemma-3-270m"
     assert card.data.eval_results and "Gemma Terms of Use" in card.text
+
+
+def test_ranking_a_batch_of_rows_scores_each_as_the_whole_answer_does(gemma, small_dataset):
+    """The multi-token ranking (Gemma's tokenizer spells a channel in 5 tokens) runs rows as
+    a left-padded batch with shared prompt caches: each score must equal the log-likelihood
+    of prompt + answer run whole, one row at a time. A tiny random model with Gemma's
+    tokenizer and architecture keeps it quick."""
+    import torch
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    from linklm.model import answers, formats
+
+    tokenizer = AutoTokenizer.from_pretrained(models.resolve(gemma))
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+    )
+    model = Gemma3ForCausalLM(config).eval()
+    prompt_format = formats.compact("both")
+    rows = examples.split_rows(small_dataset, "test", max_rows=4)
+    texts = examples.prompt_texts(rows, prompt_format, tokenizer)
+    assert len({len(tokenizer(t)["input_ids"]) for t in texts}) > 1  # padding is exercised
+    batched = answers.rank_channels(model, tokenizer, prompt_format, rows, batch_size=4)
+    for text, row_channels, ranked in zip(
+        texts, rows["available_channels_mhz"].to_list(), batched, strict=True
+    ):
+        prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
+        whole = {}
+        for channel in row_channels:
+            answer = tokenizer(f"c{channel}", add_special_tokens=False)["input_ids"]
+            with torch.no_grad():  # the logits of the answer's positions only
+                ids = torch.tensor([prompt + answer])
+                logits = model(ids, logits_to_keep=len(answer) + 1).logits[0, :-1].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            whole[channel] = sum(float(logprobs[j, token]) for j, token in enumerate(answer))
+        assert {c: pytest.approx(s, abs=1e-3) for c, s in ranked} == whole
