@@ -19,14 +19,17 @@ from linklm.model import runs, training
 from linklm.model.runs import TrainingError
 
 
-def test_two_data_flows_on_one_folder_one_builds_the_other_is_refused(tmp_path, prefect_api):
+def test_two_data_flows_on_one_folder_one_builds_the_other_is_refused(tmp_path):
     out = tmp_path / "shared"
     gen = GenerationConfig(n_rows=30_000, chunk_size=500, seed=4)
     args = ["--out-dir", str(out), "--n-rows", "30000", "--chunk-size", "500", "--seed", "4"]
     procs = []
     for i in range(2):  # started together: both reach the folder within Prefect's start-up
-        # two machines' CLIs on one Prefect server (the session's): the folder's lock decides
-        env = dict(os.environ, PREFECT_HOME=str(tmp_path / f"home-{i}"), **prefect_api)
+        # each with a temporary Prefect server of its own, as a user's first runs: their
+        # start-ups (10-20 s) overlap the other's build; on the session's server one CLI
+        # started in seconds and built all 30,000 rows before the other reached the folder
+        env = dict(os.environ, PREFECT_HOME=str(tmp_path / f"home-{i}"))
+        env.pop("PREFECT_API_URL", None)
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "flows.data", *args, "--no-export"],
