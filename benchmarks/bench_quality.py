@@ -268,7 +268,7 @@ def main() -> None:
     curve_every = args.curve_every if args.curve_every is not None else (0 if default else 60)
     seen_rows = args.seen_rows or (args.test_rows if default else 200)
     kind = "text" if args.prompt == "text" else "compact"
-    defaults = memory.defaults(args.model, kind, torch.cuda.is_available())
+    batch_size = memory.default_batch_size(args.model, kind, torch.cuda.is_available())
 
     work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
     model = args.model
@@ -297,8 +297,7 @@ def main() -> None:
         shift_copies=args.shift_copies,
         eval_rows=args.curve_rows if curve_every else 0,
         eval_steps=curve_every or 200,
-        batch_size=args.batch_size or defaults.get("batch_size", 32),
-        gradient_checkpointing=defaults.get("gradient_checkpointing", False),
+        batch_size=args.batch_size or batch_size,
         learning_rate=args.learning_rate or (2e-3 if default else 1e-3),
         weight_decay=args.weight_decay
         if args.weight_decay is not None

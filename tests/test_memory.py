@@ -23,9 +23,9 @@ def test_the_estimate_is_near_gemmas_measured_peaks(batch, tokens, measured_gb):
 
 
 def test_gemmas_defaults_fit_where_batch_32_of_the_text_prompt_did_not():
-    assert memory.defaults("gemma-3-270m-gguf", "compact", cuda=False) == {"batch_size": 8}
-    assert memory.defaults("google/gemma-3-270m-it", "text", cuda=False) == {"batch_size": 4}
-    assert memory.defaults("linklm-default", "compact", cuda=False) == {"batch_size": 32}
+    assert memory.default_batch_size("gemma-3-270m-gguf", "compact", cuda=False) == 8
+    assert memory.default_batch_size("google/gemma-3-270m-it", "text", cuda=False) == 4
+    assert memory.default_batch_size("linklm-default", "compact", cuda=False) == 32
 
     def peak(batch, checkpointing=False):
         return memory.estimate(

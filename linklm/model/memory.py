@@ -30,13 +30,13 @@ def is_gemma_270m(model: str) -> bool:
     return "gemma-3-270m" in model.lower()
 
 
-def defaults(model: str, prompt_kind: str, cuda: bool) -> dict:
+def default_batch_size(model: str, prompt_kind: str, cuda: bool) -> int:
     """The batch size a run of ``model`` gets when none is given: 32 (the default model
     anywhere; any model on a GPU, where memory is checked against the GPU's), and for Gemma 3
     270M on a CPU 8 on a compact prompt, 4 on the text prompt (see the module's figures)."""
     if cuda or not is_gemma_270m(model):
-        return {"batch_size": 32}
-    return {"batch_size": 4 if prompt_kind == "text" else 8}
+        return 32
+    return 4 if prompt_kind == "text" else 8
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def batch_size(config) -> int:
     import torch
 
     kind = "text" if config.prompt == "text" else "compact"
-    return defaults(config.model, kind, torch.cuda.is_available())["batch_size"]
+    return default_batch_size(config.model, kind, torch.cuda.is_available())
 
 
 def check(config, model, train_set, answer_tokens: int) -> Estimate:
