@@ -3,6 +3,10 @@
 #   docker build -t linklm-gpu-worker .
 #   docker run --gpus all -e PREFECT_API_URL=http://prefect.example:4200/api \
 #       -e HF_TOKEN -v linklm-runs:/opt/linklm/runs linklm-gpu-worker
+# The same image serves predictions (docs/serve.md): the service instead of the worker,
+#   docker run -d --gpus all -p 8000:8000 -e LINKLM_ARTIFACTS_URL=s3://bucket/linklm \
+#       -e LINKLM_HEALTH_URL=http://127.0.0.1:8000/health --entrypoint python \
+#       linklm-gpu-worker -m flows.serve --model champion --host 0.0.0.0 --port 8000
 # torch==2.13.0 from PyPI is a CUDA 13.0 build on Linux x86_64 and brings its own CUDA
 # libraries (the nvidia-* wheels), so the image needs no CUDA runtime of its own: a plain
 # Ubuntu, whose GPU access the NVIDIA Container Toolkit provides. The host needs an NVIDIA
@@ -55,11 +59,12 @@ RUN pip install --no-deps -e ".[gpu,s3]" \
 
 USER linklm
 VOLUME ["/opt/linklm/runs"]
-EXPOSE 8080
+EXPOSE 8080 8000
 
-# The worker's own health server (prefect worker start --with-healthcheck) answers /health.
+# The worker's own health server (prefect worker start --with-healthcheck) answers /health;
+# the prediction service answers its own (LINKLM_HEALTH_URL=http://127.0.0.1:8000/health).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4)"
+    CMD python -c "import os, urllib.request; urllib.request.urlopen(os.environ.get('LINKLM_HEALTH_URL', 'http://127.0.0.1:8080/health'), timeout=4)"
 
 ENTRYPOINT ["python", "-m", "deployments", "worker"]
 CMD ["--pool", "linklm-gpu", "--limit", "1", "--healthcheck"]

@@ -4,6 +4,7 @@
     python -m flows.data --n-rows 20000 --stratify-by image_obstruction_detected --balance oversample
     python -m flows.data verify runs/data                             # check chunks vs manifest
     python -m flows.data validate links.csv                           # check any CSV/Parquet/folder
+    python -m flows.data import survey.csv --out-dir runs/survey      # rows made elsewhere
     python -m flows.data --n-rows 10000000 --dask-address tcp://scheduler:8786 --out-dir /shared/data
 
 Or from Python: ``data_flow(DataFlowConfig(...))``. A re-run with the same config skips every
@@ -31,8 +32,14 @@ from pydantic import ValidationError
 
 from flows.cli import ArgumentParser, fail, option_error, run_cli
 from linklm import atomic, schema
-from linklm.config import DataFlowConfig, GenerationConfig, PromptConfig, SplitConfig
-from linklm.data import dataset, export, prompts, shards, simulate, validate
+from linklm.config import (
+    DataFlowConfig,
+    GenerationConfig,
+    ImportConfig,
+    PromptConfig,
+    SplitConfig,
+)
+from linklm.data import dataset, export, imports, prompts, shards, simulate, validate
 from linklm.errors import LinkLMError, first_line
 from tasks import data as t
 from tasks import storage as t_storage
@@ -101,33 +108,53 @@ def build_dataset(config: DataFlowConfig) -> dict:
         sha = manifest["dataset_sha256"]
         logger.info("dataset %s: %d rows in %d chunks", sha[:12], manifest["rows"], len(records))
 
-        validate_task = _cached_or_refreshed(
-            t.validate_dataset, validate.current_summary(out, sha) is not None
-        )
-        summary = validate_task(out, sha)
-        _publish_validation(summary, manifest)
-        validate.enforce(summary, config.max_error_rate)
-        excluded = validate.quarantined_ids(summary) if summary["bad_rows"] else []
-
-        exported = None
-        if config.export_csv:
-            export_task = _cached_or_refreshed(
-                t.export_csv_zip, export.current_record(out, sha) is not None
-            )
-            exported = export_task(out, sha)
-        key = shards.shard_key(sha, config.split, config.prompt, config.shard_rows, excluded)
-        shard_task = _cached_or_refreshed(
-            t.write_shards, shards.current_record(out, key) is not None
-        )
-        shard_record = shard_task(
-            out, sha, config.split, config.prompt, config.shard_rows, excluded
+        result = _finish_dataset(
+            out,
+            manifest,
+            config.split,
+            config.prompt,
+            config.shard_rows,
+            config.export_csv,
+            config.max_error_rate,
         )
     finally:
         folder_lock.release()
-    published = t_storage.publish_folder(out, config.artifacts_url, "data", sha[:12])
-    result = {
+    return _published(result, config.artifacts_url)
+
+
+def _finish_dataset(
+    out: Path,
+    manifest: dict,
+    split: SplitConfig,
+    prompt: PromptConfig,
+    shard_rows: int,
+    export_csv: bool,
+    max_error_rate: float,
+) -> dict:
+    """A folder's chunks and manifest -> validation, CSV/ZIP export and shards: the steps a
+    generated and an imported dataset share (hold the folder's lock)."""
+    logger = get_run_logger()
+    out, sha = Path(out), manifest["dataset_sha256"]
+    validate_task = _cached_or_refreshed(
+        t.validate_dataset, validate.current_summary(out, sha) is not None
+    )
+    summary = validate_task(out, sha)
+    _publish_validation(summary, manifest)
+    validate.enforce(summary, max_error_rate)
+    excluded = validate.quarantined_ids(summary) if summary["bad_rows"] else []
+
+    exported = None
+    if export_csv:
+        export_task = _cached_or_refreshed(
+            t.export_csv_zip, export.current_record(out, sha) is not None
+        )
+        exported = export_task(out, sha)
+    key = shards.shard_key(sha, split, prompt, shard_rows, excluded)
+    shard_task = _cached_or_refreshed(t.write_shards, shards.current_record(out, key) is not None)
+    shard_record = shard_task(out, sha, split, prompt, shard_rows, excluded)
+    logger.info("data ready in %s: splits %s", out, shard_record["rows"])
+    return {
         "out_dir": str(out),
-        "artifacts": published,
         "dataset_sha256": sha,
         "rows": manifest["rows"],
         "bad_rows": summary["bad_rows"],
@@ -135,8 +162,48 @@ def build_dataset(config: DataFlowConfig) -> dict:
         "export": exported,
         "validation": summary["files"],
     }
-    logger.info("data ready in %s: splits %s", out, shard_record["rows"])
-    return result
+
+
+def _published(result: dict, artifacts_url: str | None) -> dict:
+    """The result with where the finished folder was copied (``artifacts_url``), if anywhere."""
+    sha = result["dataset_sha256"]
+    published = t_storage.publish_folder(Path(result["out_dir"]), artifacts_url, "data", sha[:12])
+    return {"out_dir": result["out_dir"], "artifacts": published} | result
+
+
+@flow(name="import-data")
+def import_flow(config: ImportConfig) -> dict:
+    """Rows made elsewhere -> a dataset folder: the contract enforced row by row (bad rows
+    quarantined by scenario_id, the rest kept), agreement with the physics reported (or
+    enforced with ``require_physics``), then the data flow's validation, export and shards."""
+    logger = get_run_logger()
+    out = config.out_dir
+    mode = "enforce" if config.require_physics else "report"
+    manifest = t.import_rows(config.source, out, mode, config.max_error_rate, config.overwrite)
+    imported = manifest["import"]
+    logger.info(
+        "imported %s: %d rows kept, %d quarantined (%s); labels the physics re-derives: %.1f%%",
+        config.source,
+        imported["rows_kept"],
+        imported["rows_quarantined"],
+        out / imports.REPORT_DIR / "quarantine.csv",
+        100 * imported["physics"]["agree_share"],
+    )
+    folder_lock = dataset.lock(out)
+    try:
+        result = _finish_dataset(
+            out,
+            manifest,
+            config.split,
+            config.prompt,
+            config.shard_rows,
+            config.export_csv,
+            1.0,
+        )
+    finally:
+        folder_lock.release()
+    result |= {"imported": imported}
+    return _published(result, config.artifacts_url)
 
 
 def _publish_validation(summary: dict, manifest: dict) -> None:
@@ -241,6 +308,36 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--overwrite", action="store_true", help="replace a dataset made with another config"
     )
+    imp = sub.add_parser(
+        "import",
+        help="import rows made elsewhere (CSV, Parquet, JSONL) into a dataset folder",
+        description="Bad rows are quarantined by scenario_id and the rest imported; agreement "
+        "with the synthetic physics is reported (--require-physics enforces it).",
+    )
+    i = ImportConfig(source=Path("x.csv"))
+    imp.add_argument("source", type=Path, help="survey.csv, .parquet, .jsonl")
+    imp.add_argument("--out-dir", type=Path, default=i.out_dir)
+    imp.add_argument(
+        "--require-physics",
+        action="store_true",
+        help="quarantine rows whose labels the synthetic physics does not re-derive",
+    )
+    imp.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=i.max_error_rate,
+        help="fail when more rows than this fraction break the contract (default: import "
+        "the good rows whatever their share)",
+    )
+    imp.add_argument("--target", default=i.prompt.target, help="channel | throughput | both")
+    imp.add_argument("--train-fraction", type=float, default=i.split.train)
+    imp.add_argument("--val-fraction", type=float, default=i.split.val)
+    imp.add_argument("--shard-rows", type=int, default=i.shard_rows)
+    imp.add_argument("--no-export", action="store_true", help="skip the CSV/ZIP export")
+    imp.add_argument("--artifacts-url", help="folder or fsspec URL the dataset is copied to")
+    imp.add_argument(
+        "--overwrite", action="store_true", help="replace a dataset made from another file"
+    )
     ver = sub.add_parser("verify", help="check a dataset's chunks against its manifest")
     ver.add_argument("out_dir", type=Path)
     val = sub.add_parser("validate", help="validate a dataset folder, CSV or Parquet file")
@@ -283,7 +380,7 @@ def config_from_args(args: argparse.Namespace) -> DataFlowConfig:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("run", "verify", "validate", "-h", "--help"):
+    if not argv or argv[0] not in ("run", "verify", "validate", "import", "-h", "--help"):
         argv.insert(0, "run")
     args = _parser().parse_args(argv)
     if args.command == "verify":
@@ -307,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         validate.enforce(result.summary(), args.max_error_rate)
         return 0
+    if args.command == "import":
+        return _import_command(args)
     if args.workers < 1:
         fail(f"invalid option workers: must be >= 1, got {args.workers}")
     try:
@@ -323,6 +422,45 @@ def main(argv: list[str] | None = None) -> int:
     result = run_data_flow(config)
     print(
         f"dataset {result['dataset_sha256'][:12]}: {result['rows']} rows, splits {result['splits']}, in {result['out_dir']}"
+    )
+    return 0
+
+
+def _import_command(args: argparse.Namespace) -> int:
+    try:
+        config = ImportConfig(
+            source=args.source,
+            out_dir=args.out_dir,
+            require_physics=args.require_physics,
+            split=SplitConfig(train=args.train_fraction, val=args.val_fraction),
+            prompt=PromptConfig(target=args.target),
+            max_error_rate=args.max_error_rate,
+            export_csv=not args.no_export,
+            shard_rows=args.shard_rows,
+            overwrite=args.overwrite,
+            artifacts_url=args.artifacts_url,
+        )
+    except ValidationError as exc:
+        fail(option_error(exc))
+    # before Prefect starts: a missing file, an unknown kind, a folder of another dataset
+    imports.check_source(config.source)
+    mode = "enforce" if config.require_physics else "report"
+    if (config.out_dir / dataset.GENERATION).exists():
+        dataset.check_compatible(
+            config.out_dir,
+            imports.identity(config.source, mode, imports.CHUNK_ROWS),
+            config.overwrite,
+        )
+    result = import_flow(config)
+    imported = result["imported"]
+    physics = imported["physics"]
+    print(
+        f"imported {config.source}: {imported['rows_kept']} of {imported['rows_read']} rows "
+        f"kept, {imported['rows_quarantined']} quarantined "
+        f"({config.out_dir / imports.REPORT_DIR / 'quarantine.csv'}); labels the synthetic "
+        f"physics re-derives: {physics['agree_share']:.1%} of {physics['rows_checked']} rows "
+        f"({'enforced' if config.require_physics else 'reported'}); dataset "
+        f"{result['dataset_sha256'][:12]}, splits {result['splits']}, in {result['out_dir']}"
     )
     return 0
 

@@ -3,6 +3,7 @@
     python -m flows.evaluate                                   # the newest run under runs/train
     python -m flows.evaluate --model runs/train/my-run --split test --max-rows 5000
     python -m flows.evaluate --model ./some/model/folder --out-dir runs/eval/some-model
+    python -m flows.evaluate --predictions answers.csv --truth runs/survey --split test
 
 Or ``evaluate_flow(EvalConfig(...))``. Writes predictions.parquet/.csv, baseline_predictions
 .parquet and metrics.json into the evaluation folder, and report/report.{md,html} with the
@@ -48,13 +49,28 @@ def print_result(result: dict) -> None:
     if tp and tp.get("mae") is not None:
         parts.append(f"throughput MAE {tp['mae']:.2f} Mbps")
     print(f"{result['model']} on {result['rows']} {result['split']} rows: " + ", ".join(parts))
+    given = result.get("predictions")
+    if given and (given["split_rows_without_prediction"] or given["unusable_values"]):
+        print(
+            f"  {given['split_rows_without_prediction']} rows had no prediction and "
+            f"{given['unusable_values']} an unusable value: scored as unanswered"
+        )
     print(f"report: {result['report']['html']}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m flows.evaluate", description=__doc__.split("\n")[0])
     add_model_options(parser, EvalConfig)
+    parser.add_argument(
+        "--truth",
+        type=Path,
+        help="with --predictions: the dataset folder they are of (= --data-dir)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.truth is not None:
+        if args.data_dir is not None:
+            parser.error("give --truth or --data-dir, not both")
+        args.data_dir = str(args.truth)
     config = model_from_options(EvalConfig, args)
     config = evaluate.check(config)  # fail before Prefect starts
     print_result(evaluate_flow(config))

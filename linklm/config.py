@@ -128,6 +128,36 @@ class DataFlowConfig(BaseModel):
     )
 
 
+class ImportConfig(BaseModel):
+    """The import flow: a file of rows made elsewhere -> a dataset folder (chunks, manifest,
+    validation, export, shards) that training and evaluation take like a generated one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Path = Field(description="CSV (the seed's format or another tool's), Parquet or JSONL.")
+    out_dir: Path = Path("runs/survey")
+    require_physics: bool = Field(
+        False,
+        description="Quarantine rows whose labels the synthetic physics does not re-derive "
+        "(by default that agreement is reported and the rows are kept).",
+    )
+    split: SplitConfig = SplitConfig()
+    prompt: PromptConfig = PromptConfig()
+    max_error_rate: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Fail when more rows than this fraction break the contract (by default "
+        "bad rows are quarantined and the rest imported).",
+    )
+    export_csv: bool = True
+    shard_rows: int = Field(50_000, gt=0, description="Rows per JSONL shard file.")
+    overwrite: bool = Field(False, description="Replace a dataset made from another file.")
+    artifacts_url: str | None = Field(
+        None, description="Folder or fsspec URL the finished dataset is copied to."
+    )
+
+
 Mode = Literal["full", "lora", "qlora"]
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -254,11 +284,37 @@ class TrainSettings(BaseModel):
         return max(1, math.ceil(train_rows * self.epochs / (batch * self.grad_accum)))
 
 
+MAX_MIX_WEIGHT = 100.0
+
+
+def mix_source(entry: str) -> tuple[Path, float]:
+    """(folder, weight) of a ``mix`` entry: ``runs/survey:3``, or ``runs/survey`` (weight 1).
+    A colon not followed by a number belongs to the path (``C:/data``)."""
+    path, sep, weight = entry.rpartition(":")
+    if not sep or not path:
+        return Path(entry), 1.0
+    try:
+        value = float(weight)
+    except ValueError:
+        return Path(entry), 1.0
+    if not 0 < value <= MAX_MIX_WEIGHT:  # also NaN
+        raise ValueError(
+            f"mix entry {entry!r}: the weight must be above 0 and at most {MAX_MIX_WEIGHT:g}"
+        )
+    return Path(path), value
+
+
 class TrainConfig(TrainSettings):
     """One fine-tuning run: how it trains (``TrainSettings``), on which data, from which
     model, into which run folder, and the Trainer's intervals."""
 
     data_dir: Path = Field(Path("runs/data"), description="A dataset folder made by the data flow.")
+    mix: tuple[str, ...] = Field(
+        (),
+        description="More dataset folders whose training rows join data_dir's, each as "
+        "FOLDER or FOLDER:WEIGHT (weight 3: each row three times; 0.5: a seeded half), e.g. "
+        "runs/survey:3 to mix field data with synthetic data. Validation stays data_dir's.",
+    )
     model: str = Field("linklm-default", description="Registered name, local folder or hub id.")
     # None here (a flow's settings keep 32, a plain integer in a deployment's run form):
     # flows.train gives each model its own default, recorded in run.json as a number
@@ -306,6 +362,18 @@ class TrainConfig(TrainSettings):
         if name is not None and (name.strip() in ("", ".", "..") or any(c in name for c in "/\\")):
             raise ValueError(f"{name!r} is not a folder name (a name under out_dir, without /)")
         return name
+
+    @field_validator("mix")
+    @classmethod
+    def _mix_entries(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in entries:
+            mix_source(entry)  # a bad weight is named here, before anything loads
+        return entries
+
+    @property
+    def mix_sources(self) -> list[tuple[Path, float]]:
+        """(folder, weight) of each ``mix`` entry."""
+        return [mix_source(entry) for entry in self.mix]
 
     @property
     def distributed(self) -> bool:
@@ -374,7 +442,16 @@ class EvalConfig(BaseModel):
     batch_size: int = Field(64, gt=0)
     device: str = DEVICE_FIELD
     rank: bool = Field(True, description="Rank every available channel (top-k); costs a forward.")
-    out_dir: Path | None = Field(None, description="Default: <run folder>/eval-<split>.")
+    out_dir: Path | None = Field(
+        None,
+        description="Default: <run folder>/eval-<split> (for --predictions: runs/eval/<file "
+        "name>).",
+    )
+    predictions: Path | None = Field(
+        None,
+        description="Score this predictions file (CSV, Parquet, JSONL: scenario_id, a channel "
+        "and/or a throughput per row, as flows.predict writes) instead of a model.",
+    )
     artifacts_url: str | None = Field(
         None,
         description="Folder or fsspec URL the evaluation folder is copied to when finished; "
@@ -590,6 +667,45 @@ class PredictConfig(BaseModel):
                 f"{schema.MAX_CHANNELS} available channels"
             )
         return value
+
+
+class ServeConfig(BaseModel):
+    """The prediction service: one loaded model answering links over HTTP, with a page."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        "champion",
+        description="Run folder, model folder, registered name, or 'champion' (followed: a "
+        "new champion is served without a restart).",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, lt=65536, description="0: any free port.")
+    registry: RegistryLocation = REGISTRY_FIELD
+    fallback: Literal["none", "heuristic", "ranked"] = Field(
+        "none",
+        description="What replaces an unusable answer (as flows.predict's --fallback).",
+    )
+    top_k: int = Field(3, ge=1, le=len(schema.CHANNEL_GRID_MHZ))
+    strict: bool = Field(False, description="Refuse links outside what the model saw.")
+    device: str = DEVICE_FIELD
+    batch_window_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="How long a request waits for others to share its model call.",
+    )
+    max_batch: int = Field(64, gt=0, description="Most links answered in one model call.")
+    max_links: int = Field(1000, gt=0, description="Most links one request may send.")
+    max_body_bytes: int = Field(
+        2_000_000, gt=0, description="Largest request body; a bigger one is refused (413)."
+    )
+    max_queue: int = Field(
+        1000, gt=0, description="Requests waiting at most; more are refused (503), not queued."
+    )
+    reload_every_s: float = Field(
+        5.0, gt=0, description="How often 'champion' is looked up for a new one."
+    )
 
 
 class RetrainConfig(BaseModel):

@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 
 from linklm.config import GenerationConfig, PromptConfig, SplitConfig
-from linklm.data import dataset, export, shards, simulate, validate
+from linklm.data import dataset, export, imports, shards, simulate, validate
 from tasks.retry import only_transient
 
 CACHED = {"cache_policy": INPUTS + TASK_SOURCE, "persist_result": True}
@@ -94,3 +94,12 @@ def write_shards(
     exclude_ids: list[int],
 ) -> dict:
     return shards.write_shards(out_dir, split, prompt, shard_rows, exclude_ids)
+
+
+@task(name="import-rows", cache_policy=NO_CACHE, retries=1, retry_condition_fn=only_transient)
+def import_rows(
+    source: Path, out_dir: Path, physics_mode: str, max_error_rate: float, overwrite: bool
+) -> dict:
+    """Not cached: the truth is the file and the folder (an import rewrites the chunks to
+    the same bytes, and the manifest says whether they changed)."""
+    return imports.import_file(source, out_dir, physics_mode, max_error_rate, overwrite=overwrite)

@@ -482,14 +482,6 @@ FILES = {  # name -> (file name, bytes from (text, typed), message of the one-li
         SchemaError,
         "not a readable CSV",
     ),
-    "latin-1 byte in a cell": (
-        "l.csv",
-        lambda t, p: _csv_bytes(_cell(t, 2, "weather_condition", "CLEAR-MARK")).replace(
-            b"CLEAR-MARK", b"Cl\xe9ar"
-        ),
-        SchemaError,
-        "not UTF-8 text (byte",
-    ),
     "UTF-16 file": (
         "u.csv",
         lambda t, p: t.write_csv().encode("utf-16"),

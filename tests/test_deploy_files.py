@@ -152,6 +152,12 @@ def test_dockerfile_is_a_non_root_cuda_gpu_worker_with_a_healthcheck():
     assert command[:4] == ["python", "-m", "deployments", "worker"]
     assert pools.GPU.name in command and "--healthcheck" in command
     assert (ROOT / ".dockerignore").read_text().count(".venv") == 1
+    # the same image runs the prediction service, documented in its header, with its health
+    text = (ROOT / "Dockerfile").read_text()
+    assert "-m flows.serve --model champion --host 0.0.0.0" in text
+    assert "LINKLM_HEALTH_URL" in health and "8000" in next(
+        a for w, a in instructions if w == "EXPOSE"
+    )
 
 
 def _pyproject_torch() -> str:

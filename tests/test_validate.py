@@ -162,8 +162,8 @@ def test_unreadable_files_get_one_clear_error(tmp_path):
     with pytest.raises(SchemaError, match="empty file"):
         validate.validate_path(empty)
     latin = tmp_path / "latin.csv"
-    latin.write_bytes(b"scenario_id\n1\n" + b"caf\xe9\n")
-    with pytest.raises(SchemaError, match=r"not UTF-8 text \(byte 17, line 3\)"):
+    latin.write_bytes(b"scenario_\xe9d\n1\n")  # in the header: no columns to read
+    with pytest.raises(SchemaError, match=r"not UTF-8 text \(byte 9, line 1\)"):
         validate.validate_path(latin)
     with pytest.raises(SchemaError, match="file not found"):
         validate.validate_path(tmp_path / "nope.csv")

@@ -40,7 +40,7 @@ FORMAT = "linklm-dataset/1"
 # Folders without it were built by version 1.
 GENERATOR = "linklm-chunks/3"
 # Derived folders a config change invalidates together with the chunks.
-DERIVED_DIRS = ("chunks", "validation", "export", "shards")
+DERIVED_DIRS = ("chunks", "validation", "export", "shards", "import")
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,11 @@ def write_chunk(table: pa.Table, path: Path) -> None:
     pq.write_table(table.cast(PARQUET_SCHEMA), path, **PARQUET_OPTIONS)
 
 
-def generation_identity(config: GenerationConfig) -> dict:
-    """What generation.json holds: the config and the generator version."""
+def generation_identity(config: GenerationConfig | dict) -> dict:
+    """What generation.json holds: the config and the generator version (an import gives
+    its own identity: the file's SHA256 and how it was imported)."""
+    if isinstance(config, dict):
+        return config
     return config.model_dump(mode="json") | {"generator": GENERATOR}
 
 
@@ -184,7 +187,9 @@ def check_buildable(out_dir: Path) -> None:
         )
 
 
-def check_compatible(out_dir: Path, config: GenerationConfig, overwrite: bool = False) -> bool:
+def check_compatible(
+    out_dir: Path, config: GenerationConfig | dict, overwrite: bool = False
+) -> bool:
     """False if ``out_dir`` is new or holds ``config``'s dataset; True if it must be replaced.
 
     Raises DatasetError for a folder made with another config, or by another generator
@@ -218,7 +223,7 @@ def check_compatible(out_dir: Path, config: GenerationConfig, overwrite: bool = 
     )
 
 
-def prepare(out_dir: Path, config: GenerationConfig, overwrite: bool = False) -> None:
+def prepare(out_dir: Path, config: GenerationConfig | dict, overwrite: bool = False) -> None:
     """Claim ``out_dir`` for ``config`` (hold ``lock`` first); sweep what a killed run left."""
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.sweep_temp_files(out_dir)
@@ -270,8 +275,14 @@ def _self_sha(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def write_manifest(out_dir: Path, config: GenerationConfig, records: list[ChunkRecord]) -> dict:
-    """Write manifest.json last, once every chunk is on disk and hashed."""
+def write_manifest(
+    out_dir: Path,
+    config: GenerationConfig | None,
+    records: list[ChunkRecord],
+    imported: dict | None = None,
+) -> dict:
+    """Write manifest.json last, once every chunk is on disk and hashed. An imported
+    folder has no generation config; ``imported`` says where its rows came from."""
     records = sorted(records, key=lambda r: r.index)
     indices = [r.index for r in records]
     if indices != list(range(len(records))):
@@ -279,15 +290,17 @@ def write_manifest(out_dir: Path, config: GenerationConfig, records: list[ChunkR
     manifest = {
         "format": FORMAT,
         "linklm_version": linklm.__version__,
-        "generator": GENERATOR,
-        "generation": config.model_dump(mode="json"),
-        "generation_sha256": config.fingerprint(),
+        "generator": GENERATOR if config is not None else imported["importer"],
+        "generation": config.model_dump(mode="json") if config is not None else None,
+        "generation_sha256": config.fingerprint() if config is not None else None,
         "columns": list(schema.COLUMNS),
         "rows": sum(r.rows for r in records),
         "bytes": sum(r.bytes for r in records),
         "chunks": [asdict(r) for r in records],
         "dataset_sha256": hashlib.sha256("\n".join(r.sha256 for r in records).encode()).hexdigest(),
     }
+    if imported is not None:
+        manifest["import"] = imported
     manifest["manifest_sha256"] = _self_sha(manifest)
     atomic.write_json(out_dir / MANIFEST, manifest)
     return manifest

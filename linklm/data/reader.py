@@ -9,6 +9,7 @@ nothing is dropped silently. Parsing is vectorised (polars string expressions).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -95,11 +96,15 @@ def read_csv_text(path: Path) -> pl.DataFrame:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise SchemaError(
-            f"{path}: not UTF-8 text (byte {exc.start}, line {line}); re-save it as UTF-8"
-        ) from None
+        # A bad byte in the header, or NUL bytes, make it no CSV at all (UTF-16, a zip);
+        # one in a row (a Latin-1 "é" typed into a survey) is that row's problem alone.
+        if line == 1 or b"\x00" in raw:
+            raise SchemaError(
+                f"{path}: not UTF-8 text (byte {exc.start}, line {line}); re-save it as UTF-8"
+            ) from None
     try:
-        frame = without_trailing_blank_lines(pl.read_csv(raw, infer_schema=False))
+        frame = pl.read_csv(raw, infer_schema=False, encoding="utf8-lossy")
+        frame = without_trailing_blank_lines(frame)
     except pl.exceptions.PolarsError as exc:
         header = raw.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
         hint = delimiter_hint([header]) if "," not in header else ""
@@ -164,9 +169,48 @@ def _oversized(text: pl.DataFrame, row_offset: int) -> tuple[pl.DataFrame, pl.Da
     return blanked, pl.concat([p.cast(PROBLEM_SCHEMA) for p in found])
 
 
+NOT_UTF8 = "\ufffd"  # what a lossy read puts where a byte was not UTF-8
+
+
+def _not_utf8(text: pl.DataFrame, row_offset: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(text with cells holding non-UTF-8 bytes blanked, one 'encoding' problem per such
+    cell): the row is quarantined, the rest of the file is read."""
+    bad = {c: pl.col(c).str.contains(NOT_UTF8, literal=True).fill_null(False) for c in text.columns}
+    flags = text.select(**bad)
+    columns = [c for c in text.columns if flags[c].any()]
+    if not columns:
+        return text, pl.DataFrame(schema=PROBLEM_SCHEMA)
+    numbered = text.with_columns(
+        (pl.int_range(pl.len()) + row_offset).alias("_row"),
+        pl.col("scenario_id").str.strip_chars().cast(pl.Int64, strict=False).alias("_id"),
+    )
+    found = [
+        _problems(
+            numbered,
+            bad[c],
+            c,
+            "encoding",
+            pl.concat_str(
+                [
+                    pl.lit("bytes that are not UTF-8 (Latin-1?), "),
+                    _shown(c),
+                    pl.lit("; re-save the file as UTF-8"),
+                ]
+            ),
+        )
+        for c in columns
+    ]
+    blanked = text.with_columns(
+        pl.when(bad[c]).then(None).otherwise(pl.col(c)).alias(c) for c in columns
+    )
+    return blanked, pl.concat([p.cast(PROBLEM_SCHEMA) for p in found])
+
+
 def parse_text_frame(text: pl.DataFrame, row_offset: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(typed frame, parse problems) from a frame of text cells in schema order."""
     text, size_problems = _oversized(text, row_offset)
+    text, encoding_problems = _not_utf8(text, row_offset)
+    size_problems = pl.concat([size_problems, encoding_problems])
     frame = text.with_columns(pl.all().str.strip_chars()).with_columns(
         (pl.int_range(pl.len()) + row_offset).alias("_row"),
         pl.col("scenario_id").cast(pl.Int64, strict=False).alias("_id"),
@@ -267,7 +311,7 @@ def parse_text_frame(text: pl.DataFrame, row_offset: int = 0) -> tuple[pl.DataFr
         exprs.append(clean.alias(name))
     typed = frame.select(pl.col("_row"), *exprs)
     found = pl.concat([p.cast(PROBLEM_SCHEMA) for p in problems])
-    if size_problems.height:  # a blanked cell is too big, not missing
+    if size_problems.height:  # a blanked cell is too big or not UTF-8, not missing
         found = found.join(size_problems, on=["row", "column"], how="anti")
         found = pl.concat([found, size_problems])
     return typed, found
@@ -331,3 +375,77 @@ def typed_from_parquet(path: Path) -> pl.DataFrame:
                 )
         frame = frame.with_columns(cast.alias(name))
     return frame.select(schema.COLUMNS)
+
+
+def _cell_text(value) -> str | None:
+    """A JSON value as the CSV dialect's text: lists and maps as JSON, booleans as words."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def read_jsonl(path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(text cells in schema order, one problem per line that is no JSON object or has a
+    field outside the contract) for a JSON Lines file: one link per line, as
+    ``flows.predict`` writes and reads them. A broken line is that row's problem (its cells
+    stay blank), never the whole file's; blank lines are skipped."""
+    if not path.exists():
+        raise SchemaError(f"{path}: file not found")
+    cells: dict[str, list] = {c: [] for c in schema.COLUMNS}
+    problems: list[dict] = []
+    seen_columns = False
+    with open(path, "rb") as fh:
+        lines = [(n, line) for n, line in enumerate(fh, start=1) if line.strip()]
+    if not lines:
+        raise SchemaError(f"{path}: empty file (no rows)")
+    for row, (number, line) in enumerate(lines):
+        text = line.decode("utf-8", errors="replace")
+        try:
+            record = json.loads(text)
+        except ValueError as exc:
+            record, why = None, f"line {number}: not JSON ({exc})"
+        else:
+            why = None if isinstance(record, dict) else f"line {number}: not a JSON object"
+        if record is None or why:
+            record = {}
+            problems.append(
+                {"row": row, "scenario_id": None, "column": "", "check": "json", "message": why}
+            )
+        seen_columns |= any(c in record for c in schema.COLUMNS)
+        ident = record.get("scenario_id")
+        for key in record:
+            if key not in cells:
+                problems.append(
+                    {
+                        "row": row,
+                        "scenario_id": ident if isinstance(ident, int) else None,
+                        "column": str(key)[:60],
+                        "check": "column",
+                        "message": "not a DATA_SPEC.md column",
+                    }
+                )
+        for name, column in cells.items():
+            column.append(_cell_text(record.get(name)))
+    if not seen_columns:
+        raise SchemaError(
+            f"{path}: no line has any DATA_SPEC.md column (e.g. scenario_id); is it JSON Lines "
+            "of links?"
+        )
+    text = pl.DataFrame(cells, schema=dict.fromkeys(schema.COLUMNS, pl.String))
+    return text, pl.DataFrame(problems, schema=PROBLEM_SCHEMA).with_columns(
+        pl.lit("error").alias("severity")
+    )
+
+
+def parse_jsonl(path: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(typed frame with ``_row``, problems, text cells) of a JSON Lines file; a line that
+    is not a JSON object has that one problem, not one per blank cell."""
+    text, line_problems = read_jsonl(path)
+    typed, problems = parse_text_frame(text)
+    broken = line_problems.filter(pl.col("check") == "json")["row"]
+    problems = problems.filter(~pl.col("row").is_in(broken.implode()))
+    return typed, pl.concat([line_problems.select(PROBLEM_SCHEMA.keys()), problems]), text

@@ -9,6 +9,7 @@ labels with the physics on the rows whose inputs passed, so one bad input is rep
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -263,8 +264,11 @@ def problem_rows(frame: pl.DataFrame, column: str, check: str, message: str) -> 
     )
 
 
-def _label_problems(frame: pl.DataFrame) -> list[pl.DataFrame]:
-    """Re-derive labels with the physics on rows whose inputs passed every check."""
+def _label_problems(
+    frame: pl.DataFrame, severity: str = "error", agreement: list | None = None
+) -> list[pl.DataFrame]:
+    """Re-derive labels with the physics on rows whose inputs passed every check; with
+    ``agreement``, append how well this batch's labels agree (``agreement_summary``)."""
     if frame.height == 0:
         return []
     labels = physics.oracle_labels(
@@ -288,6 +292,21 @@ def _label_problems(frame: pl.DataFrame) -> list[pl.DataFrame]:
         got = frame[name].to_numpy()
         bad = ~(np.abs(got - expected) <= abs_tol + rel_tol * np.abs(expected))  # NaN is bad
         rows.append((name, bad, expected, "disagrees with the physics"))
+    if agreement is not None:
+        any_bad = np.logical_or.reduce([bad for _, bad, _, _ in rows])
+        tput_error = np.abs(frame["expected_throughput_mbps"].to_numpy() - rows[1][2])
+        agreement.append(
+            {
+                "rows": frame.height,
+                "agree": int((~any_bad).sum()),
+                "channel_agree": int(tie_ok.sum()),
+                "throughput_agree": int((~rows[1][1]).sum()),
+                "channel_off_mhz": np.abs(
+                    frame["recommended_channel_mhz"].to_numpy() - labels.recommended_channel_mhz
+                )[~tie_ok],
+                "throughput_off_mbps": tput_error[rows[1][1]],
+            }
+        )
     out = []
     for name, bad, expected, what in rows:
         if bad.any():
@@ -299,7 +318,7 @@ def _label_problems(frame: pl.DataFrame) -> list[pl.DataFrame]:
                     pl.col("scenario_id"),
                     pl.lit(name).alias("column"),
                     pl.lit("physics").alias("check"),
-                    pl.lit("error").alias("severity"),
+                    pl.lit(severity).alias("severity"),
                     pl.format(
                         f"{{}} {what} (expected {{}})",
                         pl.col(name),
@@ -310,8 +329,53 @@ def _label_problems(frame: pl.DataFrame) -> list[pl.DataFrame]:
     return out
 
 
-def check_frame(frame: pl.DataFrame, parse_problems: pl.DataFrame | None = None) -> pl.DataFrame:
-    """All problems of one typed batch (with a ``_row`` column)."""
+def agreement_summary(batches: list[dict]) -> dict:
+    """How far a dataset's labels agree with the synthetic physics: the share of rows (of
+    those whose inputs passed the contract) whose channel, throughput, RSSI and SNR it
+    re-derives, and for the rest how far off the channel and the throughput are."""
+    rows = sum(b["rows"] for b in batches)
+    off_ch = np.concatenate([b["channel_off_mhz"] for b in batches] or [np.zeros(0)])
+    off_tp = np.concatenate([b["throughput_off_mbps"] for b in batches] or [np.zeros(0)])
+
+    def spread(values: np.ndarray) -> dict:
+        if not values.size:
+            return {"rows": 0}
+        return {
+            "rows": int(values.size),
+            "median": float(np.median(values)),
+            "p90": float(np.quantile(values, 0.9)),
+            "max": float(values.max()),
+        }
+
+    def share(key: str) -> float:
+        return sum(b[key] for b in batches) / rows if rows else 1.0
+
+    return {
+        "rows_checked": rows,
+        "agree_share": share("agree"),
+        "channel_agree_share": share("channel_agree"),
+        "throughput_agree_share": share("throughput_agree"),
+        "channel_off_mhz": spread(off_ch),
+        "throughput_off_mbps": spread(off_tp),
+    }
+
+
+PhysicsMode = Literal["enforce", "report"]
+
+
+def check_frame(
+    frame: pl.DataFrame,
+    parse_problems: pl.DataFrame | None = None,
+    physics_mode: PhysicsMode = "enforce",
+    agreement: list | None = None,
+) -> pl.DataFrame:
+    """All problems of one typed batch (with a ``_row`` column).
+
+    ``physics_mode`` "report" makes disagreement with the synthetic physics (labels, the
+    haversine distance) a warning instead of an error: measured links need not follow the
+    generator's model, and their rows are kept. ``agreement`` (a list) collects this
+    batch's figures for ``agreement_summary``."""
+    physics_severity = "error" if physics_mode == "enforce" else "warning"
     problems = [parse_problems] if parse_problems is not None else []
     problems += _check_problems(frame)
     # distance needs well-formed coordinates
@@ -336,7 +400,7 @@ def check_frame(frame: pl.DataFrame, parse_problems: pl.DataFrame | None = None)
                     "link_distance_m",
                     "haversine",
                     "is not the haversine distance between A and B",
-                )
+                ).with_columns(pl.lit(physics_severity).alias("severity"))
             )
     errors = (
         pl.concat([p.cast(reader.PROBLEM_SCHEMA) for p in problems])
@@ -345,7 +409,7 @@ def check_frame(frame: pl.DataFrame, parse_problems: pl.DataFrame | None = None)
     )
     bad_rows = errors.filter(pl.col("severity") == "error")["row"].unique()
     clean = frame.filter(~pl.col("_row").is_in(bad_rows.implode()))
-    label_problems = _label_problems(clean)
+    label_problems = _label_problems(clean, physics_severity, agreement)
     if label_problems:
         errors = pl.concat([errors, *(p.cast(reader.PROBLEM_SCHEMA) for p in label_problems)])
     return errors

@@ -34,6 +34,9 @@ class ValidationResult:
     labels: dict[str, dict[str, float]]
     files: dict[str, str] = field(default_factory=dict)
     dataset_sha256: str | None = None
+    physics: dict = field(default_factory=dict)  # rules.agreement_summary
+    physics_mode: str = "enforce"
+    kept: pl.DataFrame | None = None  # the rows without errors, typed (``keep=True``)
 
     @property
     def error_rate(self) -> float:
@@ -58,12 +61,18 @@ class ValidationResult:
             "problems_by_check": self.counts_by_check(),
             "distribution": self.distribution,
             "labels": self.labels,
+            "physics_mode": self.physics_mode,
+            "physics": self.physics,
             "files": self.files,
         }
 
 
+JSON_LINES = (".jsonl", ".ndjson")
+
+
 def _batches(path: Path) -> Iterator[tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]]:
-    """(typed batch with _row, parse problems, original batch) for a folder, CSV or Parquet."""
+    """(typed batch with _row, parse problems, original batch) for a folder, CSV, Parquet or
+    JSON Lines file."""
     if path.is_dir():
         manifest = dataset.require_intact(path)
         offset = 0
@@ -75,15 +84,36 @@ def _batches(path: Path) -> Iterator[tuple[pl.DataFrame, pl.DataFrame | None, pl
         typed = reader.typed_from_parquet(path)
         numbered = typed.with_columns(pl.int_range(pl.len()).alias("_row"))
         yield *reader.typed_value_problems(numbered), typed
+    elif path.suffix.lower() in JSON_LINES:
+        yield reader.parse_jsonl(path)
     else:
         text = reader.read_csv_text(path)
         typed, parse_problems = reader.parse_text_frame(text)
         yield typed, parse_problems, text
 
 
-def validate_path(path: str | Path, report_dir: str | Path | None = None) -> ValidationResult:
-    """Validate a dataset folder, CSV or Parquet; write report, problems and quarantine files."""
+def physics_mode_of(folder: Path) -> rules.PhysicsMode:
+    """How a dataset folder's rows are held to the physics: imported rows as their import
+    chose (reported by default), generated rows strictly."""
+    imported = dataset.read_manifest(folder).get("import") or {}
+    return imported.get("physics_mode", "enforce")
+
+
+def validate_path(
+    path: str | Path,
+    report_dir: str | Path | None = None,
+    physics_mode: rules.PhysicsMode | None = None,
+    keep: bool = False,
+) -> ValidationResult:
+    """Validate a dataset folder, CSV, Parquet or JSON Lines file; write report, problems
+    and quarantine files.
+
+    ``physics_mode`` (default: a folder's own, else "enforce") says whether disagreeing
+    with the synthetic physics breaks the contract or is reported; ``keep`` returns the
+    typed rows without errors in ``kept`` (an import writes them as its chunks)."""
     path = Path(path)
+    if physics_mode is None:
+        physics_mode = physics_mode_of(path) if path.is_dir() else "enforce"
     report_dir = (
         Path(report_dir)
         if report_dir
@@ -97,10 +127,15 @@ def validate_path(path: str | Path, report_dir: str | Path | None = None) -> Val
     # across batches, 16 bytes; everything else is counted per batch, so a 5M-row folder
     # validates in about the memory of one chunk plus 80 MB.
     problems, quarantined, ids, throughputs, rows = [], [], [], [], 0
+    agreement: list[dict] = []
+    kept: list[pl.DataFrame] = []
     counts: dict[str, Counter] = defaultdict(Counter)
     for typed, parse_problems, original in _batches(path):
-        found = rules.check_frame(typed, parse_problems)
+        found = rules.check_frame(typed, parse_problems, physics_mode, agreement)
         problems.append(found)
+        if keep:
+            errors = found.filter(pl.col("severity") == "error")["row"]
+            kept.append(typed.filter(~pl.col("_row").is_in(errors.implode())))
         rows += typed.height
         ids.append(typed["scenario_id"])
         for name in (*schema.STRATIFY_COLUMNS, "image_obstruction_type", "recommended_channel_mhz"):
@@ -142,7 +177,13 @@ def validate_path(path: str | Path, report_dir: str | Path | None = None) -> Val
         distribution=_distribution(counts),
         labels=_label_summary(pl.concat(throughputs), counts["recommended_channel_mhz"]),
         dataset_sha256=dataset.read_manifest(path)["dataset_sha256"] if path.is_dir() else None,
+        physics=rules.agreement_summary(agreement),
+        physics_mode=physics_mode,
     )
+    if keep:
+        bad = found.filter(pl.col("severity") == "error")["row"]
+        good = pl.concat(kept) if kept else pl.DataFrame(schema=schema.POLARS_SCHEMA)
+        result.kept = good.filter(~pl.col("_row").is_in(bad.implode())).select(schema.COLUMNS)
     _write_outputs(result, report_dir, [q for q in quarantined if q is not None and q.height])
     return result
 
@@ -277,7 +318,40 @@ def to_markdown(result: ValidationResult) -> str:
         f"- expected_throughput_mbps: mean {t['mean']:.1f}, median {t['median']:.2f}, min {t['min']:.3f}, max {t['max']:.1f}",
         f"- recommended_channel_mhz: {c['distinct']} distinct, most frequent {c['most_frequent']} MHz",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + physics_lines(result.physics, result.physics_mode)) + "\n"
+
+
+def physics_lines(agreement: dict, mode: str) -> list[str]:
+    """The report's section on how far the labels agree with the synthetic physics."""
+    if not agreement:
+        return []
+    how = (
+        "enforced: a row that disagrees breaks the contract"
+        if mode == "enforce"
+        else "reported: rows that disagree are kept (measured links need not follow it)"
+    )
+    lines = [
+        "",
+        "## Agreement with the synthetic physics",
+        "",
+        f"- {how}",
+        f"- of {agreement['rows_checked']} rows whose inputs passed: "
+        f"{agreement['agree_share']:.1%} have every label the physics re-derives; channel "
+        f"{agreement['channel_agree_share']:.1%}, throughput "
+        f"{agreement['throughput_agree_share']:.1%}",
+    ]
+    for key, what, unit in (
+        ("channel_off_mhz", "channel", "MHz"),
+        ("throughput_off_mbps", "throughput", "Mbps"),
+    ):
+        off = agreement[key]
+        if off["rows"]:
+            lines.append(
+                f"- where the {what} disagrees ({off['rows']} rows) it is off by "
+                f"{off['median']:.1f} {unit} (median), {off['p90']:.1f} (p90), "
+                f"{off['max']:.1f} (max)"
+            )
+    return lines
 
 
 def current_summary(out_dir: Path, dataset_sha: str) -> dict | None:

@@ -20,7 +20,7 @@ from linklm import atomic
 from linklm.config import EvalConfig
 from linklm.data import dataset
 from linklm.errors import LinkLMError
-from linklm.evaluation import baselines, card, metrics, predictions
+from linklm.evaluation import baselines, card, metrics, outside, predictions
 from linklm.model import answers, devices, examples, models
 from linklm.model.runs import RUN_FILE, run_weights
 
@@ -63,6 +63,8 @@ def check(config: EvalConfig) -> EvalConfig:
     """Fail fast on what is knowable without loading anything: model, output, dataset.
     Returns the config with 'latest' pinned to the run it found, so the evaluation that
     follows scores that run even if another one finishes meanwhile."""
+    if config.predictions is not None:
+        return _check_outside(config)
     source, run_dir = model_source(config)
     devices.choose(config.device, announce=False)  # a GPU asked for and not there: said now
     models.resolve(source)
@@ -103,6 +105,21 @@ def rows_trained_on(
             "on a dataset it did not train on"
         )
     return trained
+
+
+def _check_outside(config: EvalConfig) -> EvalConfig:
+    """An outside predictions file's evaluation, checked before anything runs: the file,
+    the dataset, the output folder."""
+    path = Path(config.predictions)
+    if not path.is_file():
+        raise EvaluationError(f"{path}: predictions file not found")
+    if not (Path(config.data_dir) / "manifest.json").exists():
+        raise EvaluationError(
+            f"{config.data_dir}: no dataset (no manifest.json) to score {path} against; give "
+            "the dataset the predictions are of (--truth / --data-dir)"
+        )
+    atomic.check_writable(predictions_out_dir(config))
+    return config
 
 
 def out_dir_of(config: EvalConfig, run_dir: Path | None) -> Path:
@@ -163,7 +180,8 @@ def standing(systems: list[dict], frames: dict[str, pl.DataFrame] | None = None)
     same rows (``answered`` says how many), so refusing hard rows closes no gap.
     """
     by_name = {s["name"]: s for s in systems}
-    model, oracle = by_name[MODEL], by_name[baselines.ORACLE]
+    model = next(s for s in systems if s["kind"] == "model")
+    oracle = by_name[baselines.ORACLE]
     out: dict = {}
     channel_floor = by_name.get(HEURISTIC)
     if model["channel"] and channel_floor:
@@ -180,7 +198,7 @@ def standing(systems: list[dict], frames: dict[str, pl.DataFrame] | None = None)
         m, b, o = (s["throughput"]["mae"] for s in (model, throughput_floor, oracle))
         answered = model["throughput"]["answered"]
         if m is not None and answered < 1 and frames:
-            rows = frames[MODEL]["pred_throughput"].is_not_null()
+            rows = frames[model["name"]]["pred_throughput"].is_not_null()
             b, o = (
                 metrics.throughput_metrics(frames[s["name"]].filter(rows))["mae"]
                 for s in (throughput_floor, oracle)
@@ -225,6 +243,8 @@ def evaluate(config: EvalConfig, token: str | None = None) -> dict:
 
 
 def _evaluate(config: EvalConfig, token: str | None) -> dict:
+    if config.predictions is not None:
+        return _evaluate_outside(config)
     source, run_dir = model_source(config)
     out_dir = out_dir_of(config, run_dir)
     manifest, rows, train_rows = _split_rows(config)
@@ -232,38 +252,106 @@ def _evaluate(config: EvalConfig, token: str | None) -> dict:
     loaded = models.load(source, token=token, device=devices.choose(config.device))
     log.info("evaluating %s on %d %s rows", source, rows.height, config.split)
     model_frame, timing = model_predictions(loaded, rows, config)
-    baseline_frames = baselines.all_baselines(
-        train_rows, rows, config.seed, tabular_rows=config.tabular_rows
-    )
     answered = metrics.answered_parts(loaded.prompt_format.target)
-    systems = [system_scores(MODEL, "model", model_frame, answered)] + [
-        system_scores(name, "oracle" if name == baselines.ORACLE else "baseline", frame)
-        for name, frame in baseline_frames.items()
-    ]
     result = {
         "model": source,
         "run_dir": str(run_dir) if run_dir else None,
-        "data_dir": str(config.data_dir),
-        "dataset_sha256": manifest["dataset_sha256"],
-        "split": config.split,
-        "rows": rows.height,
         "device": devices.describe(loaded.device),
         "rows_trained_on": trained,  # None: unknown; above 0 only for split "train"
         "prompt_format": loaded.prompt_format.model_dump(),
         "timing": timing,
+    }
+    result = _scored(config, manifest, rows, train_rows, MODEL, model_frame, answered, result)
+    write_evaluation(out_dir, model_frame, result["_baseline_frames"], result)
+    if run_dir is not None and config.out_dir is None:
+        card.write_card(run_dir)  # the run's own evaluation: its model card carries it
+    result["out_dir"] = str(out_dir)
+    return result
+
+
+def _scored(
+    config: EvalConfig,
+    manifest: dict,
+    rows: pl.DataFrame,
+    train_rows: pl.DataFrame,
+    name: str,
+    model_frame: pl.DataFrame,
+    answered: frozenset[str],
+    about: dict,
+) -> dict:
+    """What metrics.json holds: ``about`` the system, then its scores beside the
+    baselines' and the oracle's on the same rows, where it stands, and its slices. The
+    baselines' per-row frames ride along under ``_baseline_frames`` until written."""
+    baseline_frames = baselines.all_baselines(
+        train_rows, rows, config.seed, tabular_rows=config.tabular_rows
+    )
+    systems = [system_scores(name, "model", model_frame, answered)] + [
+        system_scores(other, "oracle" if other == baselines.ORACLE else "baseline", frame)
+        for other, frame in baseline_frames.items()
+    ]
+    result = {
+        "model": about.pop("model"),
+        "run_dir": about.pop("run_dir"),
+        "data_dir": str(config.data_dir),
+        "dataset_sha256": manifest["dataset_sha256"],
+        "split": config.split,
+        "rows": rows.height,
+        **about,
         "systems": systems,
-        "standing": standing(systems, {MODEL: model_frame} | baseline_frames),
+        "standing": standing(systems, {name: model_frame} | baseline_frames),
         "confusion_by_sub_band": metrics.confusion_by_sub_band(model_frame),
         "per_channel": (metrics.per_channel_report(model_frame) if "channel" in answered else []),
         "throughput_by_bandwidth": metrics.throughput_by_bandwidth(model_frame, answered),
         "slices": metrics.slice_metrics(model_frame, answers=answered),
         "config": config.model_dump(mode="json"),
     }
-    write_evaluation(out_dir, model_frame, baseline_frames, result)
-    if run_dir is not None and config.out_dir is None:
-        card.write_card(run_dir)  # the run's own evaluation: its model card carries it
+    return result | {"_baseline_frames": baseline_frames}
+
+
+def _evaluate_outside(config: EvalConfig) -> dict:
+    """Score a predictions file made elsewhere like a model run: same rows, metrics,
+    baselines, oracle and report."""
+    manifest, rows, train_rows = _split_rows(config)
+    found = outside.read(config.predictions, rows)
+    if found.missing == rows.height:
+        raise EvaluationError(
+            f"{config.predictions}: none of its {found.rows_in_file} scenario_ids is a row of "
+            f"the {config.split} split of {config.data_dir}; are these predictions of that "
+            "dataset?"
+        )
+    if found.missing:
+        log.warning(
+            "%s: no prediction for %d of the %d %s rows: scored as unanswered",
+            config.predictions,
+            found.missing,
+            rows.height,
+            config.split,
+        )
+    about = {
+        "model": str(config.predictions),
+        "run_dir": None,
+        "predictions": {
+            "file": str(config.predictions),
+            "rows_in_file": found.rows_in_file,
+            "not_in_split": found.unmatched_ids,
+            "split_rows_without_prediction": found.missing,
+            "unusable_values": found.unusable,
+            "answers": sorted(found.parts),
+        },
+        # what the charts show: the parts the file answers, as a model's target says
+        "prompt_format": {"target": "both" if len(found.parts) == 2 else next(iter(found.parts))},
+    }
+    name = f"predictions ({Path(config.predictions).name})"
+    result = _scored(config, manifest, rows, train_rows, name, found.frame, found.parts, about)
+    out_dir = predictions_out_dir(config)
+    write_evaluation(out_dir, found.frame, result["_baseline_frames"], result)
     result["out_dir"] = str(out_dir)
     return result
+
+
+def predictions_out_dir(config: EvalConfig) -> Path:
+    """Where an outside predictions file's evaluation goes: out_dir, else runs/eval/<stem>."""
+    return config.out_dir or Path("runs/eval") / Path(config.predictions).stem
 
 
 def write_evaluation(
@@ -273,6 +361,7 @@ def write_evaluation(
     result: dict,
 ) -> None:
     """Predictions first, metrics.json last: a folder with metrics.json is complete."""
+    result.pop("_baseline_frames", None)
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions.write(model_frame, out_dir)
     stacked = pl.concat(

@@ -156,9 +156,28 @@ def standing_text(standing: dict) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def _answers_line(result: dict) -> str:
+    """How many answers were unusable: a model's unparseable ones and its speed, or what
+    an outside predictions file lacked."""
+    given = result.get("predictions")
+    if given:
+        return (
+            f"\nPredictions file `{given['file']}`: {given['rows_in_file']:,} rows, "
+            f"{given['not_in_split']:,} of rows outside this split (ignored); "
+            f"**{given['split_rows_without_prediction']:,}** rows of the split without a "
+            f"prediction and **{given['unusable_values']:,}** with a value that is not a "
+            "number, counted as unanswered.\n"
+        )
+    timing = result["timing"]
+    return (
+        f"\nInvalid (unparseable) model answers: **{timing['invalid_answers']}** of "
+        f"{result['rows']:,}. Generation: {timing['examples_per_second']} examples/s "
+        f"({timing['generate_seconds']} s).\n"
+    )
+
+
 def evaluation_markdown(result: dict) -> str:
     """The evaluation summary: standing, systems, bandwidths, channels, slices, timing."""
-    timing = result["timing"]
     parts = [
         f"# Evaluation: {result['model']}\n",
         f"{result['rows']:,} rows of the **{result['split']}** split of `{result['data_dir']}` "
@@ -170,9 +189,7 @@ def evaluation_markdown(result: dict) -> str:
         "by the model's likelihood. Unanswered rows count as wrong; error metrics cover "
         "answered rows.\n",
         systems_table(result["systems"]),
-        f"\nInvalid (unparseable) model answers: **{timing['invalid_answers']}** of "
-        f"{result['rows']:,}. Generation: {timing['examples_per_second']} examples/s "
-        f"({timing['generate_seconds']} s).\n",
+        _answers_line(result),
         *_throughput_by_bandwidth(result["throughput_by_bandwidth"]),
         *_per_channel(result["per_channel"]),
         "## Slices\n",

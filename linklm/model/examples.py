@@ -70,18 +70,67 @@ def split_record(data_dir: Path, manifest: dict) -> dict:
     return config.model_dump() | {"train_ids_sha256": hashlib.sha256(train.tobytes()).hexdigest()}
 
 
+MIX_KEY = "mix"  # in run.json: the folders whose training rows were mixed in, and how
+
+
+def weighted(rows: pl.DataFrame, weight: float, seed: int) -> pl.DataFrame:
+    """``rows`` as a weight counts them: 3 is every row three times, 0.5 a seeded half,
+    2.5 every row twice and a seeded half once more."""
+    whole, fraction = int(weight), weight - int(weight)
+    parts = [rows] * whole
+    if fraction > 0:
+        parts.append(rows.sample(fraction=fraction, seed=seed, shuffle=False))
+    return pl.concat(parts) if parts else rows.head(0)
+
+
+def mixed_rows(
+    train_rows: pl.DataFrame, sources: list[tuple[Path, float]], seed: int
+) -> tuple[pl.DataFrame, list[dict]]:
+    """``train_rows`` with the training rows of each (folder, weight) joined, and what
+    run.json records of each: its dataset SHA256 and split (so an evaluation on that folder
+    knows which rows the run trained on), its rows and the rows it added."""
+    parts, records = [train_rows], []
+    for folder, weight in sources:
+        manifest = dataset.require_intact(folder)
+        rows = split_rows(folder, "train", None, manifest)
+        if rows.height == 0:
+            raise DatasetError(f"{folder}: its train split is empty, nothing to mix in")
+        added = weighted(rows, weight, seed)
+        parts.append(added)
+        records.append(
+            {
+                "data_dir": str(folder),
+                "weight": weight,
+                "dataset_sha256": manifest["dataset_sha256"],
+                SPLIT_KEY: split_record(folder, manifest),
+                "train_rows": rows.height,
+                "rows_added": added.height,
+            }
+        )
+        log.info(
+            "mixed in %s: %d training rows x %g = %d", folder, rows.height, weight, added.height
+        )
+    return (pl.concat(parts) if records else train_rows), records
+
+
 def training_rows_among(run: dict, manifest: dict, ids: pl.Series) -> int | None:
     """How many of ``ids`` (rows of the dataset ``manifest`` describes) the run could have
     trained on: those its recorded split put in training, where the dataset is the one it
-    trained on. None where that cannot be known (a run saved before splits were recorded);
-    0 for another dataset (its ids name other rows)."""
+    trained on or one it mixed in. None where that cannot be known (a run saved before
+    splits were recorded); 0 for another dataset (its ids name other rows)."""
     record = run.get(SPLIT_KEY)
     if not isinstance(record, dict):
         return None
-    if run.get("dataset_sha256") != manifest["dataset_sha256"]:
-        return 0
-    config = SplitConfig(**{k: record[k] for k in ("train", "val", "salt")})
-    return int((shards.split_of(ids.to_numpy(), config) == "train").sum())
+    sources = [(run.get("dataset_sha256"), record)] + [
+        (m.get("dataset_sha256"), m.get(SPLIT_KEY)) for m in run.get(MIX_KEY) or []
+    ]
+    trained = 0
+    for sha, split in sources:
+        if sha != manifest["dataset_sha256"] or not isinstance(split, dict):
+            continue
+        config = SplitConfig(**{k: split[k] for k in ("train", "val", "salt")})
+        trained = max(trained, int((shards.split_of(ids.to_numpy(), config) == "train").sum()))
+    return trained
 
 
 def _all_ids(data_dir: Path, manifest: dict) -> pl.Series:

@@ -51,7 +51,7 @@ CHECKPOINT_STATE = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
 # a run on several processes saves one RNG state per rank instead: rng_state_0.pth, ...
 RNG_PER_RANK = "rng_state_*.pth"
 # what a checkpoint's weights are made of: a resume cannot change them
-FIXED_ON_RESUME = ("model", "mode", "target", "lora_r", "lora_alpha", "lora_targets")
+FIXED_ON_RESUME = ("model", "mode", "target", "lora_r", "lora_alpha", "lora_targets", "mix")
 
 
 def run_weights(run_dir: Path, adapter: bool = False) -> Path | None:

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -286,6 +286,7 @@ class Prepared:
     source: str
     split: dict  # examples.split_record: the split trained on, recorded in run.json
     accuracy_rows: pl.DataFrame | None = None  # best.accuracy_rows: the best-run metric's
+    mix: list[dict] = field(default_factory=list)  # examples.mixed_rows: folders mixed in
 
 
 def qlora_compute_dtype(config: TrainConfig, native_bf16: bool | None = None) -> torch.dtype:
@@ -375,6 +376,7 @@ def prepare(config: TrainConfig, token: str | None = None) -> Prepared:
     train_rows = examples.split_rows(config.data_dir, "train", config.max_rows, manifest)
     if train_rows.height == 0:
         raise TrainingError(f"{config.data_dir}: the train split is empty")
+    train_rows, mixed = examples.mixed_rows(train_rows, config.mix_sources, config.seed)
     train_rows = augment.shift_scan_levels(
         train_rows, config.shift_copies, seed=config.seed, max_shift_db=config.shift_max_db
     )
@@ -416,6 +418,7 @@ def prepare(config: TrainConfig, token: str | None = None) -> Prepared:
         loaded.source,
         examples.split_record(config.data_dir, manifest),
         best.accuracy_rows(config, eval_rows),
+        mixed,
     )
 
 
@@ -643,6 +646,7 @@ def _save_run(
         "base_model": prepared.source,
         "dataset_sha256": prepared.manifest["dataset_sha256"],
         examples.SPLIT_KEY: prepared.split,
+        examples.MIX_KEY: prepared.mix,
         "train_rows": len(prepared.train_set),
         "world_size": trainer.args.world_size,
         # rows each optimizer step trains on, over every process
@@ -754,6 +758,8 @@ def start(config: TrainConfig) -> TrainConfig:
     if config.batch_size is None:  # recorded in run.json as the number it trained with
         config = config.model_copy(update={"batch_size": memory.batch_size(config)})
     dataset.read_manifest(config.data_dir)
+    for folder, _ in config.mix_sources:
+        dataset.read_manifest(folder)
     base = models.resolve(config.model)
     if not config.dry_run:  # a folder it can write, on a disk with room for the run
         atomic.check_writable(config.out_dir, runs.bytes_needed(config, base), "the run")
@@ -792,7 +798,9 @@ def train(
     run_dir = run_dir_of(config)
     # the dataset held shared from its first read to run.json: nobody rewrites the rows a
     # run trains on, so the SHA256 it records is the one the folder holds
-    with dataset.reading(config.data_dir):
+    with contextlib.ExitStack() as held:
+        for folder in [config.data_dir, *(f for f, _ in config.mix_sources)]:
+            held.enter_context(dataset.reading(folder))
         if config.dry_run:
             prepared = steps.prepare(config, token)
             return {

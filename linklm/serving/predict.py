@@ -158,7 +158,7 @@ def _scan_as_map(record: dict) -> dict:
     return record
 
 
-def _records_to_text(records: list[dict]) -> pl.DataFrame:
+def records_to_text(records: list[dict]) -> pl.DataFrame:
     """JSON records -> a frame of text cells (lists and maps JSON-encoded, as in the CSV)."""
 
     def cell(value) -> str | None:
@@ -190,7 +190,7 @@ def _text_of_json(text: str, source: str) -> pl.DataFrame:
             raise SchemaError(f"{source}: not JSON or JSON lines ({exc})") from None
     if not records or not all(isinstance(r, dict) for r in records):
         raise SchemaError(f"{source}: expected one JSON object per link")
-    return _records_to_text(records)
+    return records_to_text(records)
 
 
 def _text_of_csv(data: bytes, source: str) -> pl.DataFrame:
@@ -251,7 +251,7 @@ def parse_links(
     """
     if any(dtype != pl.String for dtype in text.dtypes):  # a typed frame, e.g. from Parquet
         # only the columns it reads: any other (a datetime, a struct) is ignored, not encoded
-        text = _records_to_text(
+        text = records_to_text(
             text.select(c for c in text.columns if c in schema.COLUMNS).to_dicts()
         )
     _require_input_columns(text.columns, source)
@@ -506,7 +506,7 @@ class Predictor:
 
     def predict_one(self, link: dict) -> dict:
         """One link as a dict of inputs -> its answer as a dict (or the problems)."""
-        result = self.predict(_records_to_text([link]), "link")
+        result = self.predict(records_to_text([link]), "link")
         if result.rows.height == 0:
             raise PredictError(
                 "the link has bad inputs: "
