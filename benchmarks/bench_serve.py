@@ -55,13 +55,14 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _start(model: str, port: int, extra: list[str]) -> subprocess.Popen:
+def _start(model: str, port: int, extra: list[str], log: Path) -> subprocess.Popen:
+    """The service as its own process, its log (a line per request) to a file: a pipe
+    nobody reads fills up and stalls the server."""
     process = subprocess.Popen(
         [sys.executable, "-m", "flows.serve", "--model", model, "--port", str(port), *extra],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
+        stdout=log.open("w"),
         stderr=subprocess.STDOUT,
-        text=True,
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -72,7 +73,7 @@ def _start(model: str, port: int, extra: list[str]) -> subprocess.Popen:
                 return process
         except OSError:
             if process.poll() is not None:
-                raise SystemExit(f"the service exited: {process.stdout.read()}") from None
+                raise SystemExit(f"the service exited: {log.read_text()[-2000:]}") from None
             time.sleep(0.2)
     process.kill()
     raise SystemExit("the service did not answer /health within 180 s")
@@ -181,7 +182,7 @@ def main() -> None:
 
     port = _free_port()
     extra = ["--batch-window-ms", args.batch_window_ms, "--max-batch", args.max_batch]
-    service = _start(args.model, port, extra)
+    service = _start(args.model, port, extra, work / "service.log")
     try:
         print(
             f"{'clients':>8}{'requests/s':>12}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}{'links/call':>12}"

@@ -183,6 +183,8 @@ LONGEST_FIRST = (
     "test_train.py",  # 155
     "test_concurrency.py",  # 150
     "test_predict.py",  # 150
+    "test_serve.py",  # ~120: two tiny runs, a server per test module, Chromium
+    "test_import.py",  # ~100: imports, a mixed training, the evaluate CLI
     "test_stopping.py",  # 145
     "test_flow_retrain.py",  # 130
     "test_flow_data.py",  # 85

@@ -346,7 +346,7 @@ def test_default_output_columns_are_unchanged(predictor, small_dataset):
         "raw",
         "out_of_range",  # added last (2026-12-07), so readers by position are unaffected
     ]
-    assert predict._empty_answers().columns == rows.columns
+    assert predict.empty_answers().columns == rows.columns
 
 
 def test_k_beyond_a_rows_channels_leaves_trailing_candidates_empty(

@@ -1,10 +1,11 @@
 """Requests that arrive together share one model call.
 
-A model answers 64 links in one call in little more time than one link (the batched
-``Predictor``), so under load a service that answers each request alone wastes most of its
-time. ``Batcher`` queues each request's rows; one loop takes whatever is queued (up to
-``max_batch`` links, waiting at most ``window_s`` for more), answers it in one call on a
-worker thread, and hands each request its own rows back. An idle service answers a lone
+Checking and answering 32 links in one call costs about what one link costs (the checks'
+fixed cost is about 75 ms a call, the model's small per link), so under load a service that
+answers each request alone spends most of its time on that fixed cost. ``Batcher`` queues
+each request's rows; one loop takes whatever is queued (up to ``max_batch`` links, waiting
+at most ``window_s`` for more), hands them to ``process`` in one call on a worker thread,
+and gives each request its own result back. An idle service answers a lone
 request at once, plus at most the window; a busy one batches the requests that queued while
 the model was answering the last batch.
 """
@@ -54,24 +55,24 @@ class BatchStats:
 
 
 class Batcher:
-    """Answer rows with ``answer`` (a typed frame in, one answer row per row out, same
-    order), batching concurrent requests; run ``run()`` as a task of the server's loop."""
+    """Run ``process`` (every queued request's frame in, one result per request out, in
+    order) on batches of concurrent requests; run ``run()`` as a task of the server's loop."""
 
     def __init__(
         self,
-        answer: Callable[[pl.DataFrame], pl.DataFrame],
+        process: Callable[[list[pl.DataFrame]], list],
         window_s: float = 0.002,
         max_batch: int = 64,
         max_queue: int = 1000,
     ):
-        self._answer = answer
+        self._process = process
         self.window_s, self.max_batch, self.max_queue = window_s, max_batch, max_queue
         self.queue: asyncio.Queue[tuple[pl.DataFrame, asyncio.Future]] = asyncio.Queue()
         self._held: tuple[pl.DataFrame, asyncio.Future] | None = None  # starts the next batch
         self.stats = BatchStats()
 
-    async def answer(self, rows: pl.DataFrame) -> pl.DataFrame:
-        """This request's answers, from whichever batch it joined."""
+    async def submit(self, rows: pl.DataFrame):
+        """This request's result, from whichever batch it joined."""
         if self.queue.qsize() >= self.max_queue:
             raise Busy(
                 f"{self.queue.qsize()} requests are waiting already (max_queue "
@@ -107,27 +108,23 @@ class Batcher:
         return batch
 
     async def run(self) -> None:
-        """Forever: gather a batch, answer it on a worker thread, split the answers back."""
+        """Forever: gather a batch, process it on a worker thread, hand out the results."""
         while True:
             batch = await self._gather()
             live = [(rows, future) for rows, future in batch if not future.cancelled()]
             if not live:
                 continue
             started = time.perf_counter()
+            frames = [rows for rows, _ in live]
             try:
-                frames = [rows for rows, _ in live]
-                combined = (
-                    frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
-                )
-                answered = await asyncio.to_thread(self._answer, combined)
+                results = await asyncio.to_thread(self._process, frames)
             except Exception as exc:  # every waiting request gets the error, the loop goes on
                 for _, future in live:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            self.stats.record(combined.height, len(live), time.perf_counter() - started)
-            offset = 0
-            for rows, future in live:
+            links = sum(frame.height for frame in frames)
+            self.stats.record(links, len(live), time.perf_counter() - started)
+            for (_, future), result in zip(live, results, strict=True):
                 if not future.done():
-                    future.set_result(answered.slice(offset, rows.height))
-                offset += rows.height
+                    future.set_result(result)

@@ -84,7 +84,7 @@ def check_top_k(top_k: int) -> None:
         )
 
 
-def _require_input_columns(columns: list[str], source: str) -> None:
+def require_input_columns(columns: list[str], source: str) -> None:
     missing = [c for c in schema.INPUT_COLUMNS if c not in columns]
     if missing:
         raise SchemaError(
@@ -132,7 +132,7 @@ def check_source(source: str) -> None:
         raise SchemaError(f"{source}: empty input")
     columns = _header_columns(path)
     if columns is not None:
-        _require_input_columns(columns, source)
+        require_input_columns(columns, source)
 
 
 # --- reading links ----------------------------------------------------------------------
@@ -254,7 +254,7 @@ def parse_links(
         text = records_to_text(
             text.select(c for c in text.columns if c in schema.COLUMNS).to_dicts()
         )
-    _require_input_columns(text.columns, source)
+    require_input_columns(text.columns, source)
     if text.height == 0:
         raise SchemaError(f"{source}: no rows")
     filled = text.with_columns(
@@ -488,7 +488,7 @@ class Predictor:
     def predict(self, text: pl.DataFrame, source: str = "input") -> Prediction:
         """Check the text rows, answer the valid ones, report the rest."""
         rows, problems = parse_links(text, source, self.strict)
-        answered = self.answer(rows) if rows.height else _empty_answers(self.top_k)
+        answered = self.answer(rows) if rows.height else empty_answers(self.top_k)
         return Prediction(answered, problems)
 
     def predict_source(self, source: str, split: str = "test") -> Prediction:
@@ -515,7 +515,7 @@ class Predictor:
         return result.rows.to_dicts()[0]
 
 
-def _empty_answers(top_k: int = TOP_K) -> pl.DataFrame:
+def empty_answers(top_k: int = TOP_K) -> pl.DataFrame:
     columns = {
         "scenario_id": pl.Int64,
         "recommended_channel_mhz": pl.Int64,

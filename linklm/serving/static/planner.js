@@ -96,7 +96,7 @@ function showAnswer(link, answer) {
   drawScan(link, channel);
 }
 
-// The link's scan, the chosen channel marked, the noise floor as a rule.
+// The link's scan, the chosen channel marked, bars standing on the noise floor (dashed).
 function drawScan(link, chosen) {
   const values = scanOf(link).map((d) => ({ ...d, chosen: d.channel === chosen ? "recommended" : "other" }));
   const floor = Number(link.noise_floor_dbm);
@@ -111,7 +111,9 @@ function drawScan(link, chosen) {
         mark: "bar",
         encoding: {
           x: { field: "channel", type: "ordinal", title: "channel (MHz)" },
+          // each bar rises from the noise floor to the channel's level: how far above it
           y: { field: "dbm", type: "quantitative", title: "level (dBm)", scale: { zero: false } },
+          y2: { datum: floor },
           color: {
             field: "chosen", type: "nominal", title: "",
             scale: { domain: ["recommended", "other"], range: ["#d62728", "#9ecae1"] },
