@@ -19,9 +19,7 @@ fi
 # (trained runs, datasets) in one worker; --no-loadscope-reorder keeps the order of
 # tests/conftest.py (longest modules first), where xdist would start the modules with the
 # most tests first and the 7-minute deployment test last (1,205 s in all, measured).
-# Three workers on two cores: with two, the cores were idle 14 % of the run (servers and
-# subprocesses starting, workers polling), and the suite had grown to 20.5 minutes.
-workers="${LINKLM_TEST_WORKERS:-3}"
+workers="${LINKLM_TEST_WORKERS:-2}"
 rc=0
 .venv/bin/python -m pytest -q --timeout=900 -n "$workers" --dist loadfile --no-loadscope-reorder --durations=25 "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then
