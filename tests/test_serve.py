@@ -14,14 +14,14 @@ import polars as pl
 import pytest
 import uvicorn
 from conftest import tiny_train_config
+from test_registry import FROZEN
+from test_registry import _outcome as registry_outcome
 from test_report import CHROMIUM, CHROMIUM_ARGS
 
 from linklm.config import ServeConfig
 from linklm.data import export
 from linklm.model import training
 from linklm.serving import predict, registry, service
-
-FROZEN = {"data_dir": "frozen", "dataset_sha256": "a" * 64, "rows": 100, "generation": {}}
 
 
 @pytest.fixture(scope="module")
@@ -211,17 +211,8 @@ def test_a_new_champion_is_served_without_a_restart(runs, links, tmp_path):
 
 
 def _outcome(name: str, run_dir: Path, score: float, champion_score=None) -> dict:
-    return {
-        "id": name,
-        "run_dir": str(run_dir),
-        "status": "scored",
-        "metric": "top1",
-        "challenger_score": score,
-        "champion_score": champion_score,
-        "metrics": {"top1": score},
-        "lineage": {"data_sha256": "b" * 64},
-        "artifacts": None,
-    }
+    """test_registry's decision outcome, for a real run folder."""
+    return registry_outcome(name, score, champion_score) | {"run_dir": str(run_dir)}
 
 
 def test_the_planners_page_answers_and_draws_the_scan_in_chromium(server):

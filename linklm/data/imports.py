@@ -101,7 +101,8 @@ def import_file(
     check_source(source)
     folder_lock = dataset.lock(out_dir)
     try:
-        dataset.prepare(out_dir, identity(source, physics_mode, chunk_rows), overwrite)
+        ident = identity(source, physics_mode, chunk_rows)  # the file hashed once
+        dataset.prepare(out_dir, ident, overwrite)
         (out_dir / dataset.MANIFEST).unlink(missing_ok=True)  # the folder is being rewritten
         result = validate.validate_path(source, out_dir / REPORT_DIR, physics_mode, keep=True)
         summary = result.summary()
@@ -115,7 +116,7 @@ def import_file(
         imported = {
             "importer": IMPORTER,
             "file": source.name,
-            "source_sha256": atomic.sha256_file(source),
+            "source_sha256": ident["source_sha256"],
             "physics_mode": physics_mode,
             "rows_read": result.rows,
             "rows_kept": result.kept.height,
@@ -127,7 +128,3 @@ def import_file(
         return dataset.write_manifest(out_dir, None, records, imported)
     finally:
         folder_lock.release()
-
-
-def is_imported(manifest: dict) -> bool:
-    return bool(manifest.get("import"))
