@@ -249,7 +249,7 @@ def submit_demo_in_the_ui(server: SimpleNamespace, out_dir: Path, shared: Path):
         deployment = c.read_deployment_by_name("demo/demo")
     base = server.url.removesuffix("/api")
     edits = {"N Rows": ("30000", "1500"), "Out Dir": ("runs/demo", str(out_dir))}
-    edits |= {"Max Steps": ("3000", "6"), "Batch Size": ("32", "16"), "Eval Rows": ("1000", "40")}
+    edits |= {"Max Steps": ("3000", "6"), "Batch Size": ("32", "16"), "Eval Rows": ("1000", "16")}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         try:
@@ -334,7 +334,7 @@ def test_demo_deployment_runs_on_a_real_worker(server, deployed, tmp_path):
 
 # --- several machines: workers that share nothing but the Prefect API and the store -------
 
-TINY_RETRAIN = {"frozen_rows": 1500, "n_rows": 1500, "eval_rows": 40, "data_seed": 5}
+TINY_RETRAIN = {"frozen_rows": 1500, "n_rows": 1500, "eval_rows": 16, "data_seed": 5}
 TINY_RETRAIN |= {"train": {"max_steps": 4, "batch_size": 16}}
 DATA = {"n_rows": 1500, "seed": 11}  # each machine builds it from its seed: the same rows
 SURVIVOR = {
@@ -445,7 +445,7 @@ def test_workers_sharing_only_the_store_train_serve_survive_and_fan_out(
     laptop = tmp_path / "laptop"
     dataset.build(laptop / "runs" / "data", GenerationConfig(chunk_size=500, **DATA))
     args = ["--trial", "learning_rate=1e-3", "--trial", "learning_rate=3e-3", "--max-steps", 6]
-    args += ["--batch-size", 16, "--max-rows", 400, "--eval-rows", 40, "--seed", DATA["seed"]]
+    args += ["--batch-size", 16, "--max-rows", 400, "--eval-rows", 16, "--seed", DATA["seed"]]
     args += ["--fan-out", "trial/trial", "--max-parallel", 2, "--artifacts-url", shared]
     started = time.perf_counter()
     done = run_module("flows.sweep", *args, env=server.env | s3_server, cwd=laptop, timeout=RUN_S)

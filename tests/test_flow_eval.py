@@ -91,7 +91,7 @@ def test_demo_flow_end_to_end_with_tiny_sizes(prefect_harness, tmp_path):
         out_dir=tmp_path / "demo",
         n_rows=1500,
         train=TrainSettings(max_steps=6, batch_size=16),
-        eval_rows=40,
+        eval_rows=16,
     )
     state = demo_flow(config, return_state=True)
     result = state.result()
@@ -111,7 +111,7 @@ def test_learning_curve_flow_one_point_per_size(prefect_harness, small_dataset, 
         out_dir=tmp_path / "lc",
         sizes=(64, 256),
         train=TrainSettings(epochs=1, batch_size=32),
-        eval_rows=40,
+        eval_rows=16,
     )
     summary = learning_curve_flow(config)
     assert [p["train_rows"] for p in summary["points"]] == [64, 256]
@@ -154,7 +154,7 @@ def test_sweep_flow_ranks_trials_by_the_metric(prefect_harness, small_dataset, t
         out_dir=tmp_path / "sweep",
         grid={"mode": ["full", "lora"]},
         train=TrainSettings(max_rows=200, max_steps=4),
-        eval_rows=40,
+        eval_rows=16,
         metric="top1_ranked",  # ranking always answers; greedy answers may not parse yet
     )
     summary = sweep_flow(config)

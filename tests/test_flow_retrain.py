@@ -16,7 +16,7 @@ TINY = {
     "frozen_rows": 1500,
     "n_rows": 1500,
     "train": {"max_steps": 4, "batch_size": 16},
-    "eval_rows": 40,
+    "eval_rows": 16,
 }
 
 

@@ -26,6 +26,7 @@ def test_demo_notebook_runs_headless_with_small_settings(tmp_path):
             "N_ROWS = 1_500",
             "EPOCHS = 0.1",
             "BATCH_SIZE = 16",
+            "EVAL_ROWS = 40",
             f"OUT_DIR = {json.dumps(str(out_dir))}",
         ]
     )

@@ -320,3 +320,23 @@ def test_report_renders_in_headless_chromium(written: tuple[Path, dict[str, Path
     assert status == "5", f"report script said {status!r}; console: {problems}"
     assert drawn == [True] * 5
     assert problems == []
+
+
+def test_the_vega_bundle_is_built_once_per_home_and_a_broken_copy_is_rebuilt(tmp_path, monkeypatch):
+    import vl_convert
+
+    monkeypatch.setenv("LINKLM_HOME", str(tmp_path))
+    report.javascript_bundle.cache_clear()
+    try:
+        built = report.javascript_bundle()
+        (cached,) = (tmp_path / "vega").glob(f"bundle-{vl_convert.__version__}-*.js")
+        fresh = vl_convert.javascript_bundle(vl_version=report._vegalite_version())
+        assert cached.read_text() == fresh
+        cached.write_text(fresh.replace("vega", "VEGA", 1))  # a later process reads the file
+        report.javascript_bundle.cache_clear()
+        assert "VEGA" in report.javascript_bundle()
+        cached.write_text(fresh[:5000])  # cut short: not a bundle, so it is built again
+        report.javascript_bundle.cache_clear()
+        assert report.javascript_bundle() == built and cached.read_text() == fresh
+    finally:
+        report.javascript_bundle.cache_clear()

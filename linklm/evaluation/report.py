@@ -10,6 +10,7 @@ written before the pages that link to them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import json
@@ -23,6 +24,7 @@ import vl_convert
 from markdown_it import MarkdownIt
 
 from linklm import atomic
+from linklm.store import home
 
 CHARTS_DIR = "charts"
 PNG_SCALE = 1.5
@@ -62,10 +64,25 @@ def _vegalite_version() -> str | None:
     return major_minor if major_minor in vl_convert.get_vegalite_versions() else None
 
 
+BUNDLE_MIN_CHARS = 100_000  # a cached bundle shorter than this is not one: it is rebuilt
+
+
 @functools.cache
 def javascript_bundle() -> str:
-    """Vega + Vega-Lite + vega-embed as one script body (cached: building it takes ~1.5 s)."""
-    bundle = vl_convert.javascript_bundle(vl_version=_vegalite_version())
+    """Vega + Vega-Lite + vega-embed as one script body. vl_convert takes about 3 s to build
+    it, which every evaluation (a CLI, a flow run on a worker) would pay again: it is kept
+    in ``$LINKLM_HOME/vega/`` per vl_convert and Vega-Lite version, and in this process."""
+    version = _vegalite_version()
+    cached = home() / "vega" / f"bundle-{vl_convert.__version__}-{version or 'default'}.js"
+    try:
+        bundle = cached.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        bundle = ""
+    if len(bundle) < BUNDLE_MIN_CHARS:
+        bundle = vl_convert.javascript_bundle(vl_version=version)
+        with contextlib.suppress(OSError):  # a read-only home costs the 3 s again, no more
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(cached, bundle)
     # '</script' would end the inline <script> early; '<\\/' is the same text to JavaScript.
     return re.sub(r"</(script)", r"<\\/\1", bundle, flags=re.IGNORECASE)
 

@@ -6,10 +6,16 @@ quantizer marker on the model that makes ``save_pretrained`` and ``Trainer`` ref
 marker is cleared (the weights are plain float32 by then) and a normal checkpoint is saved,
 so every later load is a plain ``from_pretrained`` of a folder (a few seconds). The GGUF
 has no chat template: Gemma 3's turn format is added.
+
+transformers reads the GGUF's header three times (tokenizer, config, weights), and gguf-py
+takes about 35 s for each on one core (262,144 vocabulary strings, one numpy view each):
+the build reads it once (:func:`one_gguf_reader`), 50 s instead of 105 s on one thread.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -31,6 +37,28 @@ GEMMA3_CHAT_TEMPLATE = (
 )
 
 
+@contextmanager
+def one_gguf_reader() -> Iterator[None]:
+    """Within it, ``gguf.GGUFReader`` parses each file once and hands the same reader to
+    every later caller (transformers imports it by name at each load)."""
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple[str, str], object] = {}
+
+    def reader(path, mode: str = "r"):
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def prepare_gemma_gguf(folder: Path) -> Path:
     """Assemble the GGUF, dequantise it, save a plain checkpoint with tokenizer in ``folder``."""
     try:
@@ -42,10 +70,11 @@ def prepare_gemma_gguf(folder: Path) -> Path:
         ) from None
     folder = Path(folder)
     gguf = assemble(folder / "gguf" / MODEL_NAME)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    with one_gguf_reader():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
     model.hf_quantizer = None  # the weights are dequantised float32 already
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
