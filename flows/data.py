@@ -39,7 +39,7 @@ from linklm.config import (
     PromptConfig,
     SplitConfig,
 )
-from linklm.data import dataset, export, imports, prompts, shards, simulate, validate
+from linklm.data import dataset, export, imports, prompts, rules, shards, simulate, validate
 from linklm.errors import LinkLMError, first_line
 from tasks import data as t
 from tasks import storage as t_storage
@@ -182,12 +182,12 @@ def import_flow(config: ImportConfig) -> dict:
     manifest = t.import_rows(config.source, out, mode, config.max_error_rate, config.overwrite)
     imported = manifest["import"]
     logger.info(
-        "imported %s: %d rows kept, %d quarantined (%s); labels the physics re-derives: %.1f%%",
+        "imported %s: %d rows kept, %d quarantined (%s); labels the physics re-derives: %s",
         config.source,
         imported["rows_kept"],
         imported["rows_quarantined"],
         out / imports.REPORT_DIR / "quarantine.csv",
-        100 * imported["physics"]["agree_share"],
+        rules.share_percent(imported["physics"]["agree_share"]),
     )
     folder_lock = dataset.lock(out)
     try:
@@ -458,7 +458,8 @@ def _import_command(args: argparse.Namespace) -> int:
         f"imported {config.source}: {imported['rows_kept']} of {imported['rows_read']} rows "
         f"kept, {imported['rows_quarantined']} quarantined "
         f"({config.out_dir / imports.REPORT_DIR / 'quarantine.csv'}); labels the synthetic "
-        f"physics re-derives: {physics['agree_share']:.1%} of {physics['rows_checked']} rows "
+        f"physics re-derives: {rules.share_percent(physics['agree_share'])} of "
+        f"{physics['rows_checked']} rows "
         f"({'enforced' if config.require_physics else 'reported'}); dataset "
         f"{result['dataset_sha256'][:12]}, splits {result['splits']}, in {result['out_dir']}"
     )

@@ -249,3 +249,11 @@ def test_outside_predictions_are_scored_like_a_model(
         evaluation.evaluate(evaluation.check(config))
     code, message = cli_error(evaluate_cli.main, ["--predictions", str(twice)], capsys)
     assert code != 0 and "runs/data: no dataset" in message
+
+
+def test_a_share_short_of_all_is_never_printed_as_100_percent():
+    from linklm.data.rules import share_percent
+
+    assert share_percent(1.0) == "100.0%" and share_percent(0.0) == "0.0%"
+    assert share_percent(2997 / 2998) == ">99.9%" and share_percent(1 / 2998) == "<0.1%"
+    assert share_percent(398 / 400) == "99.5%"

@@ -329,6 +329,15 @@ def _label_problems(
     return out
 
 
+def share_percent(share: float) -> str:
+    """``share`` as a percentage with one decimal that says 100.0% only when every row agrees
+    and 0.0% only when none does: 2,997 of 2,998 is '>99.9%', not a rounded '100.0%'."""
+    text = f"{share:.1%}"
+    if 0 < share < 1 and text in ("0.0%", "100.0%"):
+        return "<0.1%" if share < 0.5 else ">99.9%"
+    return text
+
+
 def agreement_summary(batches: list[dict]) -> dict:
     """How far a dataset's labels agree with the synthetic physics: the share of rows (of
     those whose inputs passed the contract) whose channel, throughput, RSSI and SNR it

@@ -336,9 +336,9 @@ def physics_lines(agreement: dict, mode: str) -> list[str]:
         "",
         f"- {how}",
         f"- of {agreement['rows_checked']} rows whose inputs passed: "
-        f"{agreement['agree_share']:.1%} have every label the physics re-derives; channel "
-        f"{agreement['channel_agree_share']:.1%}, throughput "
-        f"{agreement['throughput_agree_share']:.1%}",
+        f"{rules.share_percent(agreement['agree_share'])} have every label the physics "
+        f"re-derives; channel {rules.share_percent(agreement['channel_agree_share'])}, "
+        f"throughput {rules.share_percent(agreement['throughput_agree_share'])}",
     ]
     for key, what, unit in (
         ("channel_off_mhz", "channel", "MHz"),
