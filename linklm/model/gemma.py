@@ -9,7 +9,8 @@ has no chat template: Gemma 3's turn format is added.
 
 transformers reads the GGUF's header three times (tokenizer, config, weights), and gguf-py
 takes about 35 s for each on one core (262,144 vocabulary strings, one numpy view each):
-the build reads it once (:func:`one_gguf_reader`), 50 s instead of 105 s on one thread.
+the build reads it once (:func:`one_gguf_reader`): 59 s instead of about 110 s on one
+thread (measured), the same checkpoint byte for byte.
 """
 
 from __future__ import annotations

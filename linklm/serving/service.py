@@ -396,14 +396,15 @@ TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".p
 
 
 def _static(name: str) -> Response:
-    """planner.js/.css from the package, vega.js (Vega, Vega-Lite and vega-embed, from
-    vl-convert: no CDN), Swagger UI's files when the package that ships them is there."""
+    """planner.js/.css from the package, vega.js (Vega, Vega-Lite and vega-embed: the
+    reports' bundle, kept on disk, no CDN), Swagger UI's files when the package that ships
+    them is there."""
     suffix = Path(name).suffix
     if name == "vega.js":
         if "vega.js" not in _BUNDLE:
-            import vl_convert
+            from linklm.evaluation import report
 
-            _BUNDLE["vega.js"] = vl_convert.javascript_bundle().encode()
+            _BUNDLE["vega.js"] = report.javascript_bundle().encode()
         return Response(_BUNDLE["vega.js"], media_type=TYPES[".js"])
     swagger = _swagger_files()
     if swagger is not None and (swagger / name).is_file() and name.startswith(("swagger", "fav")):
